@@ -1,0 +1,46 @@
+"""Every API error is JSON with a human-readable ``detail`` and a stable ``code``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _first_message(detail: Any) -> str:
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    if isinstance(detail, dict) and detail:
+        key, value = next(iter(detail.items()))
+        message = _first_message(value)
+        return message if key in ("non_field_errors", "detail") else f"{key}: {message}"
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    detail = exc.detail
+    if isinstance(detail, dict) and "code" in detail and "detail" in detail:
+        body: dict[str, Any] = {"detail": str(detail["detail"]), "code": str(detail["code"])}
+    elif isinstance(detail, dict | list):
+        body = {
+            "detail": _first_message(detail),
+            "code": "invalid",
+            "errors": exc.get_full_details(),
+        }
+    else:
+        body = {"detail": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
+    response.data = body
+    return response
+
+
+class ApiError(exceptions.APIException):
+    """An error with our own stable code, e.g. ``ApiError(409, "…", "terms_version_stale")``."""
+
+    def __init__(self, status_code: int, detail: str, code: str) -> None:
+        self.status_code = status_code
+        super().__init__(detail={"detail": detail, "code": code})

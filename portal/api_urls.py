@@ -1,0 +1,16 @@
+"""URLs of REST API v1 (``/api/v1/``)."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from sessions_app import api as sessions_api
+from terms_app import api as terms_api
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("environments/", sessions_api.EnvironmentListView.as_view(), name="api-environments"),
+    path("terms/current/", terms_api.CurrentTermsView.as_view(), name="api-terms-current"),
+    path("terms/accept/", terms_api.AcceptTermsView.as_view(), name="api-terms-accept"),
+    path("session/", sessions_api.SessionView.as_view(), name="api-session"),
+    path("sessions/", sessions_api.SessionHistoryView.as_view(), name="api-sessions"),
+]

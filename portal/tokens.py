@@ -1,0 +1,53 @@
+"""API tokens: issue, revoke and resolve bearer tokens (stored as SHA-256 digests)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from portal.models import ApiToken
+
+TOKEN_PREFIX = "jlp_"
+# Writing last_used_at on every request would make every API call a write; once a minute is
+# enough to tell staff whether a token is still in use.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def token_issue(*, user: AbstractBaseUser, name: str = "") -> str:
+    """Create a token for ``user`` and return it; it is shown once and never stored."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    ApiToken.objects.create(
+        user_id=user.pk,
+        name=name,
+        prefix=raw[:12],
+        digest=_digest(raw),
+        created_at=timezone.now(),
+    )
+    return raw
+
+
+def token_revoke(token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def token_resolve(raw: str) -> ApiToken | None:
+    """The live token for ``raw``, or None if unknown or revoked."""
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=_digest(raw), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Environment(models.Model):
+    """What a user can launch: resources, time limit and back-end settings."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    use_case = models.CharField(max_length=500)
+    memory_mb = models.PositiveIntegerField("RAM (MB)", validators=[MinValueValidator(256)])
+    cpus = models.PositiveSmallIntegerField("CPUs", validators=[MinValueValidator(1)])
+    max_duration_minutes = models.PositiveIntegerField(
+        "maximum duration (minutes)", validators=[MinValueValidator(1)]
+    )
+    priority = models.SmallIntegerField(
+        default=0, help_text="Higher is admitted first when resources are short."
+    )
+    enabled = models.BooleanField(default=True)
+    order = models.PositiveSmallIntegerField(default=0)
+    image = models.CharField(
+        max_length=300, blank=True, help_text="Container image (Kubernetes back-end)."
+    )
+    command = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Server command as a JSON list (local back-end), e.g. ["jupyter-lab"]. '
+        "Empty means jupyter-lab.",
+    )
+
+    class Meta:
+        ordering = ["order", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(memory_mb__gte=256) & Q(cpus__gte=1) & Q(max_duration_minutes__gte=1),
+                name="environment_resources_positive",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def max_duration(self) -> timedelta:
+        return timedelta(minutes=self.max_duration_minutes)
+
+    @property
+    def memory_gb(self) -> float:
+        return round(self.memory_mb / 1024, 1)
+
+    def clean(self) -> None:
+        if not isinstance(self.command, list) or not all(
+            isinstance(part, str) and part for part in self.command
+        ):
+            raise ValidationError({"command": "Give the command as a JSON list of strings."})
+
+
+class EnvironmentOption(models.Model):
+    """A typed option that a user can set when launching one environment."""
+
+    class Kind(models.TextChoices):
+        CHOICE = "choice", "choice"
+        BOOLEAN = "boolean", "boolean"
+        INTEGER = "integer", "integer"
+        TEXT = "text", "text"
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="options")
+    name = models.SlugField(max_length=64)
+    label = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    choices = models.JSONField(
+        default=list, blank=True, help_text="For choice options: a JSON list of strings."
+    )
+    default = models.CharField(max_length=200, blank=True)
+    min_value = models.IntegerField(null=True, blank=True)
+    max_value = models.IntegerField(null=True, blank=True)
+    help_text = models.CharField(max_length=300, blank=True)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "name"], name="option_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment.slug}.{self.name}"
+
+    def clean(self) -> None:
+        from sessions_app.options import OptionError, parse_option_value
+
+        if self.kind == self.Kind.CHOICE and (
+            not isinstance(self.choices, list)
+            or not self.choices
+            or not all(isinstance(c, str) for c in self.choices)
+        ):
+            raise ValidationError({"choices": "A choice option needs a JSON list of strings."})
+        try:
+            parse_option_value(self, self.default)
+        except OptionError as exc:
+            raise ValidationError({"default": str(exc)}) from None
+
+
+class Session(models.Model):
+    """One user's Jupyter session, from launch to its end."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        STARTING = "starting", "starting"
+        RUNNING = "running", "running"
+        STOPPING = "stopping", "stopping"
+        STOPPED = "stopped", "stopped"
+        EXPIRED = "expired", "expired"
+        FAILED = "failed", "failed"
+
+    class Reason(models.TextChoices):
+        NONE = "", "-"
+        USER_STOPPED = "user_stopped", "stopped by the user"
+        TIME_LIMIT = "time_limit", "time limit reached"
+        STAFF_STOPPED = "staff_stopped", "stopped by staff"
+        SUSPENDED = "suspended", "user suspended"
+        SERVER_DIED = "server_died", "the server stopped on its own"
+        BACKEND_ERROR = "backend_error", "the server could not be started"
+
+    ACTIVE_STATES = (State.QUEUED, State.STARTING, State.RUNNING, State.STOPPING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jupyter_sessions"
+    )
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="sessions")
+    options = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    reason = models.CharField(max_length=32, choices=Reason.choices, default="", blank=True)
+    message = models.TextField(blank=True, help_text="Progress while starting, or why it ended.")
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    url = models.CharField(max_length=500, blank=True)
+    spawner_state = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(state__in=["queued", "starting", "running", "stopping"]),
+                name="one_active_session_per_user",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(started_at__isnull=False),
+                name="session_expiry_needs_start",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "created_at"], name="session_state_created")]
+
+    def __str__(self) -> str:
+        return f"{self.user} / {self.environment.slug} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES

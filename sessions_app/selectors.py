@@ -1,0 +1,47 @@
+"""Reads of sessions and environments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from sessions_app.models import Environment, Session
+
+
+def environments_launchable() -> QuerySet[Environment]:
+    return Environment.objects.filter(enabled=True).prefetch_related("options")
+
+
+def session_active_for(user: AbstractBaseUser | AnonymousUser) -> Session | None:
+    if not user.is_authenticated:
+        return None
+    return (
+        Session.objects.select_related("environment")
+        .filter(user_id=user.pk, state__in=Session.ACTIVE_STATES)
+        .first()
+    )
+
+
+def sessions_for_user(user: AbstractBaseUser) -> QuerySet[Session]:
+    return Session.objects.select_related("environment").filter(user_id=user.pk)
+
+
+def session_remaining_seconds(session: Session, now: datetime | None = None) -> int | None:
+    """Whole seconds until the deadline (0 once passed), or None before the server runs."""
+    if session.expires_at is None or not session.is_active:
+        return None
+    now = now or timezone.now()
+    return max(0, int((session.expires_at - now).total_seconds()))
+
+
+def session_queue_position(session: Session) -> int | None:
+    """1 for the next session to be admitted; None when not queued."""
+    if session.state != Session.State.QUEUED:
+        return None
+    ahead = Session.objects.filter(
+        state=Session.State.QUEUED, created_at__lt=session.created_at
+    ).count()
+    return ahead + 1

@@ -1,0 +1,384 @@
+"""Writes of sessions: launch, spawn, stop, expire and reconcile.
+
+Every state change is a conditional UPDATE on the current state, so two workers (or a worker and
+a sweep) acting on one session cannot both win; a count of 0 means someone else got there first.
+Slow back-end calls (process start, readiness polls, stop) never run inside a transaction, and
+tasks are enqueued with ``transaction.on_commit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from sessions_app.models import Environment, Session
+from sessions_app.options import OptionError, validate_options
+from sessions_app.selectors import session_active_for
+from sessions_app.spawners import get_spawner
+from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest
+from storage_app.services import home_ensure
+from terms_app.selectors import terms_accepted_current, terms_current
+
+log = logging.getLogger(__name__)
+
+State = Session.State
+Reason = Session.Reason
+
+# How many rows one sweep pass handles: each costs a back-end call (a process check or an HTTP
+# request), so a batch stays well under the sweep interval; the rest waits for the next pass.
+SWEEP_BATCH = 200
+
+_END_MESSAGES = {
+    Reason.USER_STOPPED: "You stopped the session.",
+    Reason.TIME_LIMIT: "The session reached its time limit and was stopped.",
+    Reason.STAFF_STOPPED: "The session was stopped by staff.",
+    Reason.SUSPENDED: "The session was stopped because the account is suspended.",
+}
+
+
+class LaunchError(Exception):
+    """A launch that is refused; ``code`` is stable, the message is for people."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    session: Session
+    created: bool
+
+
+def _enqueue(task_name: str, session_id: str, eta: datetime | None = None) -> None:
+    # Imported here: tasks import this module.
+    from sessions_app import tasks
+
+    task = getattr(tasks, task_name)
+    transaction.on_commit(lambda: task.apply_async(args=[session_id], eta=eta))
+
+
+def session_launch(
+    *, user: AbstractBaseUser, environment_slug: str, options: dict[str, Any] | None
+) -> LaunchResult:
+    """Launch a session for ``user``, or return the active one if there is one.
+
+    Checks that the current terms are accepted, that the environment exists and is enabled, and
+    that the options fit its schema; nothing is written when a check fails.
+    """
+    existing = session_active_for(user)
+    if existing is not None:
+        return LaunchResult(existing, created=False)
+    if not terms_accepted_current(user):
+        current = terms_current()
+        version = current.version if current else "?"
+        raise LaunchError(
+            f"Please read and accept the current terms of use (version {version}) before "
+            "launching a session.",
+            "terms_not_accepted",
+        )
+    environment = (
+        Environment.objects.filter(slug=environment_slug, enabled=True)
+        .prefetch_related("options")
+        .first()
+    )
+    if environment is None:
+        raise LaunchError(
+            f"There is no environment {environment_slug!r} that you can launch.",
+            "unknown_environment",
+        )
+    if options is not None and not isinstance(options, dict):
+        raise LaunchError("Options must be an object of name: value.", "invalid_options")
+    try:
+        validated = validate_options(environment.options.all(), options)
+    except OptionError as exc:
+        raise LaunchError(str(exc), "invalid_options") from None
+
+    try:
+        with transaction.atomic():
+            session = Session.objects.create(
+                user_id=user.pk,
+                environment=environment,
+                options=validated,
+                state=State.QUEUED,
+                created_at=timezone.now(),
+                message="Waiting for resources.",
+            )
+            _enqueue("spawn_session", str(session.id))
+    except IntegrityError:
+        # A concurrent launch by the same user won the "one active session" constraint.
+        existing = session_active_for(user)
+        if existing is None:
+            raise
+        return LaunchResult(existing, created=False)
+    return LaunchResult(session, created=True)
+
+
+def _spawn_request(session: Session) -> SpawnRequest:
+    environment = session.environment
+    username = session.user.get_username()
+    return SpawnRequest(
+        session_id=str(session.id),
+        username=username,
+        memory_mb=environment.memory_mb,
+        cpus=environment.cpus,
+        duration_seconds=environment.max_duration_minutes * 60,
+        home_dir=home_ensure(username),
+        options=dict(session.options),
+        backend_settings={"command": list(environment.command or []), "image": environment.image},
+    )
+
+
+def _transition(session_id: str, from_states: list[str], to_state: str, **fields: Any) -> bool:
+    """Move a session to ``to_state`` if it is in one of ``from_states``; False if it was not."""
+    fields.setdefault("updated_at", timezone.now())
+    return bool(
+        Session.objects.filter(pk=session_id, state__in=from_states).update(
+            state=to_state, **fields
+        )
+    )
+
+
+def _fail(session_id: str, reason: str, message: str) -> None:
+    _transition(
+        session_id,
+        list(Session.ACTIVE_STATES),
+        State.FAILED,
+        reason=reason,
+        message=message,
+        url="",
+        ended_at=timezone.now(),
+    )
+
+
+def session_spawn(session_id: str) -> None:
+    """Bring a queued session's server up and mark it running once it answers.
+
+    Safe to run twice: only the call that moves the row from queued to starting does anything.
+    """
+    if not _transition(
+        session_id, [State.QUEUED], State.STARTING, message="Starting your Jupyter server."
+    ):
+        return
+    session = Session.objects.select_related("environment", "user").get(pk=session_id)
+    spawner = get_spawner()
+
+    def progress(message: str) -> None:
+        Session.objects.filter(pk=session_id, state=State.STARTING).update(
+            message=message, updated_at=timezone.now()
+        )
+
+    try:
+        state = spawner.start(_spawn_request(session), progress)
+    except SpawnerError as exc:
+        log.warning("session %s: start failed: %s", session_id, exc)
+        _fail(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")
+        return
+    # Saved before the state is read again below: a stop request that came in meanwhile either
+    # sees this state (and stops the server) or is seen by the loop (which stops it).
+    Session.objects.filter(pk=session_id).update(spawner_state=state, updated_at=timezone.now())
+
+    deadline = time.monotonic() + settings.SPAWN_TIMEOUT_SECONDS
+    while True:
+        current = Session.objects.filter(pk=session_id).values_list("state", flat=True).first()
+        if current != State.STARTING:
+            spawner.stop(state)
+            return
+        result = spawner.poll(state)
+        if result.status == ServerStatus.RUNNING:
+            now = timezone.now()
+            expires_at = now + session.environment.max_duration
+            with transaction.atomic():
+                promoted = _transition(
+                    session_id,
+                    [State.STARTING],
+                    State.RUNNING,
+                    updated_at=now,
+                    started_at=now,
+                    expires_at=expires_at,
+                    url=result.url,
+                    message="",
+                )
+                if promoted:
+                    _enqueue("expire_session", session_id, eta=expires_at)
+            if promoted:
+                return
+            continue
+        if result.status == ServerStatus.GONE:
+            spawner.stop(state)
+            _fail(
+                session_id,
+                Reason.BACKEND_ERROR,
+                f"The server could not be started: {result.message}",
+            )
+            return
+        if time.monotonic() > deadline:
+            spawner.stop(state)
+            _fail(
+                session_id,
+                Reason.BACKEND_ERROR,
+                f"The server did not answer within {settings.SPAWN_TIMEOUT_SECONDS} seconds.",
+            )
+            return
+        if result.message:
+            progress(result.message)
+        time.sleep(settings.SPAWN_POLL_SECONDS)
+
+
+def session_request_stop(session_id: str, reason: str) -> bool:
+    """Ask for a session to end; returns False if it was not active.
+
+    A queued session ends at once (nothing runs yet); a starting or running one moves to
+    stopping and a task takes its server down.
+    """
+    now = timezone.now()
+    final = State.EXPIRED if reason == Reason.TIME_LIMIT else State.STOPPED
+    message = _END_MESSAGES.get(Reason(reason), "")
+    with transaction.atomic():
+        if _transition(
+            session_id,
+            [State.QUEUED],
+            final,
+            updated_at=now,
+            reason=reason,
+            message=message,
+            ended_at=now,
+        ):
+            return True
+        if _transition(
+            session_id,
+            [State.STARTING, State.RUNNING],
+            State.STOPPING,
+            updated_at=now,
+            reason=reason,
+            message="Stopping the server.",
+        ):
+            _enqueue("stop_session", session_id)
+            return True
+    return False
+
+
+def session_finish_stop(session_id: str) -> None:
+    """Take a stopping session's server down and record how it ended. Safe to run twice."""
+    session = Session.objects.filter(pk=session_id, state=State.STOPPING).first()
+    if session is None:
+        return
+    if session.spawner_state:
+        get_spawner().stop(session.spawner_state)
+    final = State.EXPIRED if session.reason == Reason.TIME_LIMIT else State.STOPPED
+    _transition(
+        session_id,
+        [State.STOPPING],
+        final,
+        url="",
+        ended_at=timezone.now(),
+        message=_END_MESSAGES.get(Reason(session.reason), "The session was stopped."),
+    )
+
+
+def session_expire(session_id: str) -> None:
+    """End a running session whose deadline has passed (the task scheduled at start)."""
+    now = timezone.now()
+    session = Session.objects.filter(pk=session_id, state=State.RUNNING).first()
+    if session is None or session.expires_at is None:
+        return
+    if session.expires_at > now:
+        # Delivered early (a clock difference, or a broker redelivery): try again at the deadline.
+        with transaction.atomic():
+            _enqueue("expire_session", session_id, eta=session.expires_at)
+        return
+    session_request_stop(session_id, Reason.TIME_LIMIT)
+
+
+def sessions_expire_overdue() -> int:
+    """The backstop for lost deadline tasks: stop every running session past its deadline.
+
+    Also re-sends work whose task may have been lost: queued sessions not picked up and stopping
+    sessions not finished. Returns the number of sessions stopped for their time limit.
+    """
+    now = timezone.now()
+    overdue = list(
+        Session.objects.filter(state=State.RUNNING, expires_at__lte=now).values_list(
+            "pk", flat=True
+        )[:SWEEP_BATCH]
+    )
+    expired = sum(session_request_stop(str(pk), Reason.TIME_LIMIT) for pk in overdue)
+    stale = now - timedelta(seconds=settings.SESSION_SWEEP_SECONDS)
+    with transaction.atomic():
+        for pk in Session.objects.filter(state=State.QUEUED, updated_at__lt=stale).values_list(
+            "pk", flat=True
+        )[:SWEEP_BATCH]:
+            _enqueue("spawn_session", str(pk))
+        for pk in Session.objects.filter(state=State.STOPPING, updated_at__lt=stale).values_list(
+            "pk", flat=True
+        )[:SWEEP_BATCH]:
+            _enqueue("stop_session", str(pk))
+    return expired
+
+
+def sessions_reconcile() -> dict[str, int]:
+    """Make the database and the back-end agree.
+
+    Running sessions whose server died end as failed with the reason; sessions stuck in
+    starting past the spawn timeout (their worker was lost) fail; servers that belong to no
+    active session are stopped.
+    """
+    spawner = get_spawner()
+    now = timezone.now()
+    died = 0
+    for session in Session.objects.filter(state=State.RUNNING)[:SWEEP_BATCH]:
+        result = spawner.poll(session.spawner_state)
+        if result.status != ServerStatus.GONE:
+            continue
+        spawner.stop(session.spawner_state)
+        if _transition(
+            str(session.pk),
+            [State.RUNNING],
+            State.FAILED,
+            updated_at=now,
+            reason=Reason.SERVER_DIED,
+            message=f"The server stopped on its own: {result.message}",
+            url="",
+            ended_at=now,
+        ):
+            died += 1
+
+    stuck_before = now - timedelta(seconds=settings.SPAWN_TIMEOUT_SECONDS + 30)
+    stuck = 0
+    for session in Session.objects.filter(state=State.STARTING, updated_at__lt=stuck_before)[
+        :SWEEP_BATCH
+    ]:
+        if session.spawner_state:
+            spawner.stop(session.spawner_state)
+        if _transition(
+            str(session.pk),
+            [State.STARTING],
+            State.FAILED,
+            updated_at=now,
+            reason=Reason.BACKEND_ERROR,
+            message="Start-up was interrupted; please launch again.",
+            ended_at=now,
+        ):
+            stuck += 1
+
+    active = {
+        str(pk)
+        for pk in Session.objects.filter(state__in=Session.ACTIVE_STATES).values_list(
+            "pk", flat=True
+        )
+    }
+    orphans = 0
+    for server in spawner.list_servers():
+        if server.session_id not in active:
+            log.warning("stopping server of unknown session %s", server.session_id)
+            spawner.stop(server.state)
+            orphans += 1
+    return {"died": died, "stuck": stuck, "orphans": orphans}

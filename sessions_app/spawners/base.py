@@ -1,0 +1,108 @@
+"""The spawner interface: one contract, several back-ends.
+
+A spawner brings a single-user Jupyter server up for one session, tells whether it is still
+alive, and takes it down again. Everything it needs to find the server later (a pid, a pod name,
+a port) lives in a JSON-serialisable *state* dict that the caller stores on the session row, so
+any worker process - also one started after a restart - can poll or stop the server.
+
+Back-ends never touch the database: services pass a :class:`SpawnRequest` in and store the
+state that comes back.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+State = dict[str, Any]
+ProgressCallback = Callable[[str], None]
+
+
+class SpawnerError(Exception):
+    """A permanent failure: the server cannot be started; the message is shown to the user."""
+
+
+class TransientSpawnerError(SpawnerError):
+    """A failure worth retrying (a timeout, a busy back-end)."""
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """What a back-end needs to know to start one session's server."""
+
+    session_id: str
+    username: str
+    memory_mb: int
+    cpus: int
+    duration_seconds: int
+    home_dir: Path
+    options: dict[str, Any] = field(default_factory=dict)
+    # Back-end specific settings of the environment: ``command`` for the local back-end,
+    # ``image`` (and the like) for Kubernetes.
+    backend_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The server's URL prefix: the user's name, as in JupyterHub (``/user/<name>/``)."""
+        from urllib.parse import quote
+
+        return f"/user/{quote(self.username, safe='')}/"
+
+
+class ServerStatus(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What :meth:`Spawner.poll` saw.
+
+    ``url`` is where the owner reaches the server (with its login token where the back-end
+    needs one) and is set once the server is running. ``message`` is a progress line while
+    starting, or why the server is gone.
+    """
+
+    status: ServerStatus
+    url: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A server the back-end found running, for reconciliation with the database."""
+
+    session_id: str
+    state: State
+
+
+class Spawner(abc.ABC):
+    """Start, poll and stop single-user servers."""
+
+    @abc.abstractmethod
+    def start(self, request: SpawnRequest, progress: ProgressCallback) -> State:
+        """Launch the server and return its state without waiting for it to answer.
+
+        Raises :class:`SpawnerError` when it cannot be launched at all. ``progress`` receives
+        human-readable progress lines.
+        """
+
+    @abc.abstractmethod
+    def poll(self, state: State) -> PollResult:
+        """Look at the server once: starting (not answering yet), running, or gone.
+
+        A server counts as running only when the answer comes from this session's own server.
+        """
+
+    @abc.abstractmethod
+    def stop(self, state: State) -> None:
+        """Stop the server and everything it started. Safe to call twice or on a gone server."""
+
+    @abc.abstractmethod
+    def list_servers(self) -> Iterable[RunningServer]:
+        """Every server this back-end runs for the portal, whether the database knows it or not."""

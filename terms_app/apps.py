@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TermsAppConfig(AppConfig):
+    name = "terms_app"
+    verbose_name = "Terms of use"

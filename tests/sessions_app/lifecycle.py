@@ -1,0 +1,39 @@
+"""Helpers for tests that drive sessions through a real worker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import requests
+
+from sessions_app.models import Session
+
+
+def wait_for(
+    session_id: uuid.UUID | str, predicate: Callable[[Session], bool], timeout: float = 90
+) -> Session:
+    """Poll the row until ``predicate`` holds; fail with the last state seen."""
+    deadline = time.monotonic() + timeout
+    session = Session.objects.get(pk=session_id)
+    while time.monotonic() < deadline:
+        session = Session.objects.get(pk=session_id)
+        if predicate(session):
+            return session
+        time.sleep(0.1)
+    raise AssertionError(
+        f"session {session_id} still {session.state} ({session.message!r}) after {timeout}s"
+    )
+
+
+def in_state(*states: str) -> Callable[[Session], bool]:
+    return lambda session: session.state in states
+
+
+def server_answers(url: str) -> bool:
+    """Whether JupyterLab answers at the URL the portal gave the user."""
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False

@@ -26,7 +26,12 @@ def session_active_for(user: AbstractBaseUser | AnonymousUser) -> Session | None
 
 
 def sessions_for_user(user: AbstractBaseUser) -> QuerySet[Session]:
-    return Session.objects.select_related("environment").filter(user_id=user.pk)
+    # The primary key breaks ties, so pages of the history never shift.
+    return (
+        Session.objects.select_related("environment")
+        .filter(user_id=user.pk)
+        .order_by("-created_at", "-pk")
+    )
 
 
 def session_remaining_seconds(session: Session, now: datetime | None = None) -> int | None:

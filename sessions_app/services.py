@@ -133,7 +133,11 @@ def _spawn_request(session: Session) -> SpawnRequest:
         duration_seconds=environment.max_duration_minutes * 60,
         home_dir=home_ensure(username),
         options=dict(session.options),
-        backend_settings={"command": list(environment.command or []), "image": environment.image},
+        backend_settings={
+            key: value
+            for key, value in (("command", environment.command), ("image", environment.image))
+            if value
+        },
     )
 
 

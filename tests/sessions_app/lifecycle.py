@@ -21,9 +21,11 @@ def wait_for(
         session = Session.objects.get(pk=session_id)
         if predicate(session):
             return session
+        if not session.is_active:
+            break  # an ended session never changes again
         time.sleep(0.1)
     raise AssertionError(
-        f"session {session_id} still {session.state} ({session.message!r}) after {timeout}s"
+        f"session {session_id} is {session.state} ({session.message!r}), not what was awaited"
     )
 
 

@@ -93,7 +93,7 @@ def test_a_session_is_killed_at_its_deadline_by_the_task_scheduled_at_start(
 
 
 def test_the_sweep_stops_overdue_sessions_whose_deadline_task_was_lost(
-    celery_worker: Any, accepted: Any
+    celery_worker: Any, accepted: Any, environment: Environment
 ) -> None:
     # Given a running session whose deadline passed without its task firing
     session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session
@@ -113,7 +113,7 @@ def test_the_sweep_stops_overdue_sessions_whose_deadline_task_was_lost(
 
 
 def test_reconcile_ends_a_session_whose_server_died_and_stops_unknown_servers(
-    celery_worker: Any, accepted: Any
+    celery_worker: Any, accepted: Any, environment: Environment
 ) -> None:
     # Given a running session whose server is killed behind the portal's back
     session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session

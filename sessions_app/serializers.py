@@ -1,0 +1,133 @@
+"""JSON shapes of environments and sessions in REST API v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from sessions_app.models import Environment, EnvironmentOption, Session
+from sessions_app.options import OptionError, OptionValue, parse_option_value
+from sessions_app.selectors import session_queue_position, session_remaining_seconds
+
+_OPTION_VALUE_SCHEMA: dict[str, Any] = {
+    "oneOf": [{"type": "boolean"}, {"type": "integer"}, {"type": "string"}]
+}
+
+
+@extend_schema_field({"type": "object", "additionalProperties": _OPTION_VALUE_SCHEMA})
+class OptionsField(serializers.JSONField):
+    """Option values by name. Any JSON on input: the launch service checks it against the
+    environment's schema, so every option error (also "not an object") has the one code
+    ``invalid_options``."""
+
+
+class ApiErrorSerializer(serializers.Serializer[Any]):
+    """The body of every API error (documentation only; ``portal.api_errors`` builds it)."""
+
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+    code = serializers.CharField(help_text="A stable identifier, for programs.")
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # Added here, not as an attribute: ``errors`` is already Serializer.errors.
+        fields = super().get_fields()
+        fields["errors"] = serializers.JSONField(
+            required=False, help_text="Per-field errors, when the request body was malformed."
+        )
+        return fields
+
+
+class EnvironmentOptionSerializer(serializers.ModelSerializer[EnvironmentOption]):
+    type = serializers.CharField(
+        source="kind", read_only=True, help_text="choice, boolean, integer or text."
+    )
+    choices = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="The allowed values of a choice."
+    )
+    # Not get_default: that name is Field.get_default, which DRF calls for a missing input.
+    default = serializers.SerializerMethodField(method_name="get_typed_default")
+    min = serializers.IntegerField(source="min_value", read_only=True, allow_null=True)
+    max = serializers.IntegerField(source="max_value", read_only=True, allow_null=True)
+
+    class Meta:
+        model = EnvironmentOption
+        fields = ["name", "label", "type", "choices", "default", "min", "max", "help_text"]
+        read_only_fields = fields
+
+    @extend_schema_field({**_OPTION_VALUE_SCHEMA, "nullable": True})
+    def get_typed_default(self, option: EnvironmentOption) -> OptionValue | None:
+        # Stored as text; clients want the value in the option's type. A default that staff
+        # saved without model validation and that does not fit is reported as null rather than
+        # failing the whole list: launching without that option then says what is wrong.
+        try:
+            return parse_option_value(option, option.default)
+        except OptionError:
+            return None
+
+
+class EnvironmentSerializer(serializers.ModelSerializer[Environment]):
+    options = EnvironmentOptionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Environment
+        fields = [
+            "slug",
+            "name",
+            "use_case",
+            "memory_mb",
+            "cpus",
+            "max_duration_minutes",
+            "priority",
+            "options",
+        ]
+        read_only_fields = fields
+
+
+class SessionSerializer(serializers.ModelSerializer[Session]):
+    environment: serializers.SlugRelatedField[Environment] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    options = OptionsField(read_only=True)
+    remaining_seconds = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Session
+        fields = [
+            "id",
+            "state",
+            "environment",
+            "options",
+            "created_at",
+            "started_at",
+            "expires_at",
+            "remaining_seconds",
+            "queue_position",
+            "url",
+            "message",
+            "reason",
+        ]
+        read_only_fields = fields
+
+    def get_remaining_seconds(self, session: Session) -> int | None:
+        return session_remaining_seconds(session)
+
+    def get_queue_position(self, session: Session) -> int | None:
+        return session_queue_position(session)
+
+    def get_url(self, session: Session) -> str | None:
+        # The row keeps the last URL while the server stops; only a running server answers.
+        return (session.url or None) if session.state == Session.State.RUNNING else None
+
+
+class LaunchSerializer(serializers.Serializer[Any]):
+    """The body of ``POST /api/v1/session/``."""
+
+    environment = serializers.CharField(max_length=64, help_text="The environment's slug.")
+    options = OptionsField(
+        required=False,
+        allow_null=True,
+        help_text="Option values by name; omitted options take their defaults.",
+    )

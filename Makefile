@@ -31,7 +31,7 @@ lint: $(BIN)/.dev
 
 test: $(BIN)/.dev /usr/bin/chromium lint
 	.ci/services
-	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
+	PORTAL_VAR_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest
 
 bench: $(BIN)/.dev

@@ -1,0 +1,14 @@
+"""URLs of the session pages, included at the site root."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from sessions_app import views
+
+urlpatterns = [
+    path("", views.launcher, name="launcher"),
+    path("session/", views.session_page, name="session"),
+    path("session/status/", views.session_status, name="session-status"),
+    path("session/stop/", views.session_stop, name="session-stop"),
+]

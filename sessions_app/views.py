@@ -1,0 +1,189 @@
+"""Web pages of the sessions: the launcher, the session page, its status JSON and stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from sessions_app.forms import LaunchForm, environment_choices
+from sessions_app.models import Session
+from sessions_app.selectors import (
+    environments_launchable,
+    session_active_for,
+    session_queue_position,
+    session_remaining_seconds,
+    sessions_for_user,
+)
+from sessions_app.services import LaunchError, session_launch, session_request_stop
+from terms_app.models import TermsVersion
+from terms_app.rendering import render_terms_markdown
+from terms_app.selectors import terms_current, terms_has_accepted
+from terms_app.services import TermsError, terms_accept
+
+STALE_TERMS_MESSAGE = (
+    "The terms of use changed while you were reading them: please read the new version "
+    "and tick “I agree to the terms of use” again."
+)
+
+
+def _user(request: HttpRequest) -> AbstractBaseUser:
+    # The views below are all behind login_required.
+    assert isinstance(request.user, AbstractBaseUser)
+    return request.user
+
+
+def _launcher_page(
+    request: HttpRequest,
+    form: LaunchForm,
+    terms: TermsVersion | None,
+    terms_needed: bool,
+    error: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    environments = list(environments_launchable())
+    posted = request.POST if request.method == "POST" else None
+    selected = posted.get("environment", "") if posted else ""
+    if not selected and environments:
+        selected = environments[0].slug
+    context = {
+        "form": form,
+        "error": error,
+        "choices": environment_choices(environments, posted),
+        "selected": selected,
+        "terms": terms,
+        "terms_html": render_terms_markdown(terms.body) if terms else "",
+        "terms_needed": terms_needed,
+    }
+    return render(request, "sessions/launcher.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def launcher(request: HttpRequest) -> HttpResponse:
+    """Pick an environment, agree to the terms, launch; or go back into the active session."""
+    user = _user(request)
+    if session_active_for(user) is not None:
+        # One session per user: launching again means going back into it.
+        return redirect("session")
+    terms = terms_current()
+    terms_needed = terms is not None and not terms_has_accepted(user, terms)
+    needed_version = terms.version if terms is not None and terms_needed else None
+
+    if request.method == "GET":
+        form = LaunchForm(current_terms_version=needed_version)
+        return _launcher_page(request, form, terms, terms_needed)
+
+    form = LaunchForm(request.POST, current_terms_version=needed_version)
+    if not form.is_valid():
+        error = " ".join(str(e) for errors in form.errors.values() for e in errors)
+        return _launcher_page(request, form, terms, terms_needed, error, status=400)
+    try:
+        # The acceptance belongs to this launch: if the launch is refused, no agreement is
+        # recorded either, and the user sees the page exactly as before.
+        with transaction.atomic():
+            if terms_needed:
+                terms_accept(
+                    user=user,
+                    version=form.cleaned_data["terms_version"],
+                    ip_address=request.META.get("REMOTE_ADDR"),
+                    user_agent=request.headers.get("user-agent", ""),
+                )
+            result = session_launch(
+                user=user,
+                environment_slug=form.cleaned_data["environment"],
+                options=form.submitted_options(),
+            )
+    except TermsError as exc:
+        # Re-read: a newer version may have been published since the page was shown.
+        terms = terms_current()
+        message = STALE_TERMS_MESSAGE if exc.code == "terms_version_stale" else str(exc)
+        return _launcher_page(request, form, terms, terms is not None, message, status=400)
+    except LaunchError as exc:
+        return _launcher_page(request, form, terms, terms_needed, str(exc), status=400)
+    if not result.created:
+        messages.info(request, "You already have a session: here it is.")
+    return redirect("session")
+
+
+def _format_duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def _status(session: Session) -> dict[str, Any]:
+    remaining = session_remaining_seconds(session)
+    return {
+        "id": str(session.id),
+        "state": session.state,
+        "state_label": session.get_state_display(),
+        "active": session.is_active,
+        "message": session.message,
+        "queue_position": session_queue_position(session),
+        "remaining_seconds": remaining,
+        "expires_at": session.expires_at.isoformat() if session.expires_at else None,
+        "url": session.url if session.state == Session.State.RUNNING else "",
+        "reason": session.reason,
+        "reason_label": session.get_reason_display() if session.reason else "",
+    }
+
+
+def _current_session(user: AbstractBaseUser) -> Session | None:
+    """The active session, else the latest one that ended."""
+    return session_active_for(user) or sessions_for_user(user).first()
+
+
+@login_required
+@require_GET
+@never_cache
+def session_page(request: HttpRequest) -> HttpResponse:
+    """The user's session: progress while it starts, the link and time left while it runs,
+    and how it ended."""
+    session = _current_session(_user(request))
+    context: dict[str, Any] = {"session": session}
+    if session is not None:
+        status = _status(session)
+        remaining = status["remaining_seconds"]
+        warning_seconds = settings.SESSION_WARNING_MINUTES * 60
+        context.update(
+            status=status,
+            remaining_display=_format_duration(remaining) if remaining is not None else "",
+            warning_seconds=warning_seconds,
+            warning_minutes=settings.SESSION_WARNING_MINUTES,
+            warn=remaining is not None and remaining <= warning_seconds,
+        )
+    return render(request, "sessions/session.html", context)
+
+
+@login_required
+@require_GET
+@never_cache
+def session_status(request: HttpRequest) -> JsonResponse:
+    """The session page's polling endpoint: state, progress and time left, as JSON."""
+    session = _current_session(_user(request))
+    if session is None:
+        return JsonResponse({"detail": "You have no session.", "code": "no_session"}, status=404)
+    return JsonResponse(_status(session))
+
+
+@login_required
+@require_POST
+def session_stop(request: HttpRequest) -> HttpResponse:
+    """Stop the user's active session, then show the session page as it winds down."""
+    session = session_active_for(_user(request))
+    if session is None:
+        messages.info(request, "You have no running session to stop.")
+    elif session_request_stop(str(session.id), Session.Reason.USER_STOPPED):
+        messages.success(request, "Your session is being stopped.")
+    else:
+        messages.info(request, "Your session is already stopping.")
+    return redirect("session")

@@ -1,0 +1,111 @@
+"""The embedded default, as `make run` starts it: SQLite, the filesystem broker, a real worker
+and beat, the local spawner - from launch through the API to a stopped session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+from django.conf import settings
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _embedded_env(var_dir: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "CELERY_BROKER_URL")
+    }
+    env["PORTAL_VAR_DIR"] = str(var_dir)
+    return env
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    port = _free_port()
+    env = _embedded_env(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runportal", "--port", str(port)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    banner = ""
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while "Log in as" not in banner and time.monotonic() < deadline:
+        banner += process.stdout.readline()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                requests.get(f"{base}/login/", timeout=10)
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "the web server did not come up"
+                time.sleep(0.2)
+        yield {"base": base, "banner": banner, "env": env, "process": process}
+    finally:
+        children = psutil.Process(process.pid).children(recursive=True)
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        psutil.wait_procs(children, timeout=30)
+
+
+def test_make_run_serves_a_working_portal_on_the_embedded_default(portal: dict[str, Any]) -> None:
+    # Given the portal as `make run` starts it, which says where it runs and how to log in
+    assert f"The portal runs at {portal['base']}/" in portal["banner"]
+    assert "Log in as 'admin'" in portal["banner"]
+    token = subprocess.run(
+        [sys.executable, "manage.py", "issue_token", "admin"],
+        cwd=settings.BASE_DIR,
+        env=portal["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {token}"
+    base = f"{portal['base']}/api/v1"
+
+    # When the admin accepts the terms and launches the default environment
+    version = api.get(f"{base}/terms/current/").json()["version"]
+    assert api.post(f"{base}/terms/accept/", json={"version": version}).status_code == 201
+    assert api.post(f"{base}/session/", json={"environment": "ecmwf-dss"}).status_code == 201
+
+    # then the worker (through the filesystem broker) brings a real JupyterLab up
+    deadline = time.monotonic() + 90
+    session = api.get(f"{base}/session/").json()
+    while session["state"] != "running":
+        assert session["state"] in ("queued", "starting"), session
+        assert time.monotonic() < deadline, session
+        time.sleep(0.2)
+        session = api.get(f"{base}/session/").json()
+    assert requests.get(session["url"], timeout=10).status_code == 200
+
+    # and stopping it through the API ends it
+    assert api.delete(f"{base}/session/").status_code == 202
+    while api.get(f"{base}/session/").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert api.get(f"{base}/sessions/").json()["results"][0]["state"] == "stopped"

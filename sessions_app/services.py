@@ -26,6 +26,7 @@ from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest
 from storage_app.services import home_ensure
 from terms_app.selectors import terms_accepted_current, terms_current
+from terms_app.services import terms_accept
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,46 @@ def _enqueue(task_name: str, session_id: str, eta: datetime | None = None) -> No
     transaction.on_commit(lambda: task.apply_async(args=[session_id], eta=eta))
 
 
+@dataclass(frozen=True)
+class TermsAgreement:
+    """The user ticked "I agree" to this terms version on the launch form."""
+
+    version: str
+    ip_address: str | None
+    user_agent: str
+
+
 def session_launch(
-    *, user: AbstractBaseUser, environment_slug: str, options: dict[str, Any] | None
+    *,
+    user: AbstractBaseUser,
+    environment_slug: str,
+    options: dict[str, Any] | None,
+    agreement: TermsAgreement | None = None,
 ) -> LaunchResult:
     """Launch a session for ``user``, or return the active one if there is one.
 
-    Checks that the current terms are accepted, that the environment exists and is enabled, and
-    that the options fit its schema; nothing is written when a check fails.
+    Checks that the current terms are accepted (recording ``agreement`` first, if given), that
+    the environment exists and is enabled, and that the options fit its schema. Nothing is
+    written when a check fails: an agreement given with a refused launch is not recorded either.
+    Raises :class:`LaunchError`, or ``TermsError`` for a stale agreement.
     """
     existing = session_active_for(user)
     if existing is not None:
         return LaunchResult(existing, created=False)
+    with transaction.atomic():
+        if agreement is not None:
+            terms_accept(
+                user=user,
+                version=agreement.version,
+                ip_address=agreement.ip_address,
+                user_agent=agreement.user_agent,
+            )
+        return _launch_new(user, environment_slug, options)
+
+
+def _launch_new(
+    user: AbstractBaseUser, environment_slug: str, options: dict[str, Any] | None
+) -> LaunchResult:
     if not terms_accepted_current(user):
         current = terms_current()
         version = current.version if current else "?"

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -23,11 +22,16 @@ from sessions_app.selectors import (
     session_remaining_seconds,
     sessions_for_user,
 )
-from sessions_app.services import LaunchError, session_launch, session_request_stop
+from sessions_app.services import (
+    LaunchError,
+    TermsAgreement,
+    session_launch,
+    session_request_stop,
+)
 from terms_app.models import TermsVersion
 from terms_app.rendering import render_terms_markdown
 from terms_app.selectors import terms_current, terms_has_accepted
-from terms_app.services import TermsError, terms_accept
+from terms_app.services import TermsError
 
 STALE_TERMS_MESSAGE = (
     "The terms of use changed while you were reading them: please read the new version "
@@ -86,22 +90,22 @@ def launcher(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         error = " ".join(str(e) for errors in form.errors.values() for e in errors)
         return _launcher_page(request, form, terms, terms_needed, error, status=400)
+    agreement = (
+        TermsAgreement(
+            version=form.cleaned_data["terms_version"],
+            ip_address=request.META.get("REMOTE_ADDR"),
+            user_agent=request.headers.get("user-agent", ""),
+        )
+        if terms_needed
+        else None
+    )
     try:
-        # The acceptance belongs to this launch: if the launch is refused, no agreement is
-        # recorded either, and the user sees the page exactly as before.
-        with transaction.atomic():
-            if terms_needed:
-                terms_accept(
-                    user=user,
-                    version=form.cleaned_data["terms_version"],
-                    ip_address=request.META.get("REMOTE_ADDR"),
-                    user_agent=request.headers.get("user-agent", ""),
-                )
-            result = session_launch(
-                user=user,
-                environment_slug=form.cleaned_data["environment"],
-                options=form.submitted_options(),
-            )
+        result = session_launch(
+            user=user,
+            environment_slug=form.cleaned_data["environment"],
+            options=form.submitted_options(),
+            agreement=agreement,
+        )
     except TermsError as exc:
         # Re-read: a newer version may have been published since the page was shown.
         terms = terms_current()

@@ -1,13 +1,9 @@
 """Local back-end: each session's JupyterLab runs as its own process group on this machine.
 
-Limits are set by the OS before the server starts and are inherited by every kernel and terminal:
-
-- ``RLIMIT_AS`` caps the address space of *each* process at the session's memory;
-- the CPU affinity restricts the session to ``cpus`` of the CPUs this worker may use;
-- where a writable cgroup v2 hierarchy with the memory controller exists, a per-session cgroup
-  also caps the session as a whole (``memory.max``, ``cpu.max``). Without one, the rlimit and the
-  affinity are the only limits (a session's processes could together use more memory, and a
-  process can widen its own affinity).
+Memory and CPU limits are set by the OS before the server starts (see :mod:`.limits`) and are
+inherited by every kernel and terminal. Without a cgroup, the rlimit and the affinity are the
+only limits (a session's processes could together use more memory, and a process can widen its
+own affinity).
 
 Servers run as the worker's user (when that is root, the user's code could lift the limits:
 the local back-end is for one trusted machine). They are marked with :data:`SESSION_ENV` and
@@ -20,12 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 import os
 import random
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -33,12 +27,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import requests
 
+from sessions_app.spawners import limits
 from sessions_app.spawners.base import (
     PollResult,
     ProgressCallback,
@@ -59,8 +54,6 @@ READY_TIMEOUT_SECONDS = 0.5
 # Only these reach a session from the worker's environment: the rest (database URLs, secret
 # keys, broker passwords) must not be readable by the user's code.
 INHERITED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL")
-CGROUP_V2_ROOTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
-_CPU_PERIOD_US = 100_000
 _KILL_WAIT_SECONDS = 5.0
 # Session ids name files and cgroups, so they must not carry path separators or dots alone.
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -102,12 +95,12 @@ class LocalProcessSpawner(Spawner):
             raise SpawnerError(f"Cannot create the session's directories: {exc}") from exc
         port, lock_fd = self._reserve_port()
         token = secrets.token_urlsafe(32)
-        cpus = _cpu_set(request.cpus, port)
+        cpus = limits.cpu_set(request.cpus, port)
         memory = request.memory_mb * 1024 * 1024
         progress(f"Starting JupyterLab on port {port}")
         cgroup = None
         try:
-            cgroup = _make_cgroup(request.session_id, memory, len(cpus))
+            cgroup = limits.make_cgroup(request.session_id, memory, len(cpus))
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
                     [*command, *_server_args(port, request.base_url, home)],
@@ -119,7 +112,7 @@ class LocalProcessSpawner(Spawner):
                     start_new_session=True,
                     # The server inherits the locked fd: the port stays reserved as long as it runs.
                     pass_fds=(lock_fd,),
-                    preexec_fn=_limiter(memory, cpus, cgroup),
+                    preexec_fn=limits.limiter(memory, cpus, cgroup),
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             if cgroup is not None:
@@ -182,7 +175,7 @@ class LocalProcessSpawner(Spawner):
             )
         if pid in _children and _children[pid][1].returncode is not None:
             _children.pop(pid, None)
-        cgroup = _cgroup_path(session_id)
+        cgroup = limits.cgroup_path(session_id)
         if cgroup is not None and cgroup.is_dir():
             with contextlib.suppress(OSError):
                 cgroup.rmdir()
@@ -278,58 +271,6 @@ class LocalProcessSpawner(Spawner):
                 yield proc, env
 
 
-@functools.cache
-def cgroup_parent(roots: tuple[Path, ...] = CGROUP_V2_ROOTS) -> Path | None:
-    """The cgroup v2 directory for per-session cgroups, or None (logged once) if there is none.
-
-    It is ``jupyter-portal`` under the first writable v2 root that has the memory controller.
-    """
-    for root in roots:
-        try:
-            controllers = (root / "cgroup.controllers").read_text().split()
-        except OSError:
-            continue
-        if "memory" not in controllers:
-            continue
-        enable = " ".join(f"+{name}" for name in ("memory", "cpu") if name in controllers)
-        parent = root / "jupyter-portal"
-        try:
-            parent.mkdir(exist_ok=True)
-            # A cgroup passes a controller on only to the children it enabled it for, per level.
-            for directory in (root, parent):
-                (directory / "cgroup.subtree_control").write_text(enable)
-        except OSError as exc:
-            logger.warning("cgroup v2 at %s is not usable (%s): no per-session cgroups", root, exc)
-            return None
-        return parent
-    logger.info(
-        "No cgroup v2 with the memory controller: sessions get rlimits and CPU affinity only"
-    )
-    return None
-
-
-def _cgroup_path(session_id: str) -> Path | None:
-    parent = cgroup_parent()
-    return None if parent is None else parent / session_id
-
-
-def _make_cgroup(session_id: str, memory: int, cpus: int) -> Path | None:
-    path = _cgroup_path(session_id)
-    if path is None:
-        return None
-    try:
-        path.mkdir(exist_ok=True)
-        (path / "memory.max").write_text(str(memory))
-        # Swap would let the session grow past memory.max.
-        if (path / "memory.swap.max").exists():
-            (path / "memory.swap.max").write_text("0")
-        if (path / "cpu.max").exists():
-            (path / "cpu.max").write_text(f"{cpus * _CPU_PERIOD_US} {_CPU_PERIOD_US}")
-    except OSError as exc:
-        raise SpawnerError(f"Cannot set up the session's cgroup {path}: {exc}") from exc
-    return path
-
-
 def _resolve_command(command: list[str]) -> list[str]:
     """Resolve a relative program against the venv's bin (where Jupyter is installed), then PATH."""
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
@@ -375,29 +316,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _cpu_set(count: int, port: int) -> set[int]:
-    available = sorted(os.sched_getaffinity(0))
-    count = max(1, min(count, len(available)))
-    # Rotate by port so that sessions spread over the CPUs instead of all taking the first ones.
-    return {available[(port + i) % len(available)] for i in range(count)}
-
-
-def _limiter(memory: int, cpus: set[int], cgroup: Path | None) -> Callable[[], None]:
-    procs = None if cgroup is None else str(cgroup / "cgroup.procs")
-
-    def apply_limits() -> None:
-        # Runs in the child between fork and exec, where another thread's locks may be held:
-        # only system calls on values computed beforehand, no logging, no imports.
-        if procs is not None:
-            fd = os.open(procs, os.O_WRONLY)
-            os.write(fd, b"0")  # "0" moves the writing process itself
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        os.sched_setaffinity(0, cpus)
-
-    return apply_limits
 
 
 def _process(pid: int, create_time: float) -> psutil.Process | None:

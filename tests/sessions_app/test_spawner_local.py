@@ -26,11 +26,8 @@ from sessions_app.spawners.base import (
     State,
     TransientSpawnerError,
 )
-from sessions_app.spawners.local import (
-    SESSION_ENV,
-    LocalProcessSpawner,
-    cgroup_parent,
-)
+from sessions_app.spawners.limits import cgroup_parent
+from sessions_app.spawners.local import SESSION_ENV, LocalProcessSpawner
 from tests.sessions_app.jupyter_kernel import execute, start_kernel
 from tests.sessions_app.spawner_contract import Launch, SpawnerContract, make_request, wait_for
 

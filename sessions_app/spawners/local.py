@@ -140,7 +140,9 @@ class LocalProcessSpawner(Spawner):
         if proc is None or not _alive(proc):
             return PollResult(ServerStatus.GONE, message=_gone_message(pid, create_time, state))
         # Another process answering on the port (one that grabbed it first) is not our server.
-        if _listens_on(proc, port) and _answers(port, base_url, token):
+        # The connect test first: it costs microseconds, while a starting server is polled many
+        # times a second and the ownership checks read /proc and make an HTTP request.
+        if _accepts(port) and _listens_on(proc, port) and _answers(port, base_url, token):
             return PollResult(ServerStatus.RUNNING, url=self._url(port, base_url, token))
         return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
 
@@ -363,6 +365,14 @@ def _wait_gone(procs: set[psutil.Process], timeout: float) -> set[psutil.Process
         if not procs or time.monotonic() >= deadline:
             return procs
         time.sleep(0.05)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=READY_TIMEOUT_SECONDS).close()
+    except OSError:
+        return False
+    return True
 
 
 def _listens_on(proc: psutil.Process, port: int) -> bool:

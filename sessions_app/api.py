@@ -14,11 +14,17 @@ from rest_framework.views import APIView
 
 from portal.api_errors import ApiError
 from sessions_app.models import Environment, Session
-from sessions_app.selectors import environments_launchable, session_active_for, sessions_for_user
+from sessions_app.selectors import (
+    environments_launchable,
+    session_active_for,
+    session_wait_settled,
+    sessions_for_user,
+)
 from sessions_app.serializers import (
     ApiErrorSerializer,
     EnvironmentSerializer,
     LaunchSerializer,
+    SessionQuerySerializer,
     SessionSerializer,
 )
 from sessions_app.services import LaunchError, session_launch, session_request_stop
@@ -52,10 +58,23 @@ class EnvironmentListView(generics.ListAPIView[Environment]):
 class SessionView(APIView):
     """The caller's active session: read it, launch one, stop it."""
 
-    @extend_schema(responses={200: SessionSerializer, 404: ApiErrorSerializer})
+    @extend_schema(
+        parameters=[SessionQuerySerializer],
+        responses={200: SessionSerializer, 400: ApiErrorSerializer, 404: ApiErrorSerializer},
+    )
     def get(self, request: Request) -> Response:
-        """The active session; 404 ``no_active_session`` if there is none."""
-        session = session_active_for(_user(request))
+        """The active session; 404 ``no_active_session`` if there is none.
+
+        With ``?wait=N`` (at most 30), answers as soon as the session is running or has ended,
+        or after N seconds.
+        """
+        query = SessionQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        wait = query.validated_data.get("wait")
+        if wait:
+            session = session_wait_settled(_user(request), timeout=wait)
+        else:
+            session = session_active_for(_user(request))
         if session is None:
             raise _no_active_session()
         return Response(SessionSerializer(session).data)

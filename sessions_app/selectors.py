@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -23,6 +24,26 @@ def session_active_for(user: AbstractBaseUser | AnonymousUser) -> Session | None
         .filter(user_id=user.pk, state__in=Session.ACTIVE_STATES)
         .first()
     )
+
+
+def session_wait_settled(
+    user: AbstractBaseUser, timeout: float, interval: float = 0.05
+) -> Session | None:
+    """The active session once it is no longer queued or starting, or as it is at ``timeout``.
+
+    Lets a client wait for its server in one request instead of polling (a long poll): a
+    primary-key read every ``interval`` costs far less than a full API request.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        session = session_active_for(user)
+        if (
+            session is None
+            or session.state not in (Session.State.QUEUED, Session.State.STARTING)
+            or time.monotonic() >= deadline
+        ):
+            return session
+        time.sleep(interval)
 
 
 def sessions_for_user(user: AbstractBaseUser) -> QuerySet[Session]:

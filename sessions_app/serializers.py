@@ -11,6 +11,9 @@ from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.options import OptionError, OptionValue, parse_option_value
 from sessions_app.selectors import session_queue_position, session_remaining_seconds
 
+# A waiting request holds a web worker thread; half a minute keeps that bounded.
+MAX_WAIT_SECONDS = 30
+
 _OPTION_VALUE_SCHEMA: dict[str, Any] = {
     "oneOf": [{"type": "boolean"}, {"type": "integer"}, {"type": "string"}]
 }
@@ -120,6 +123,18 @@ class SessionSerializer(serializers.ModelSerializer[Session]):
     def get_url(self, session: Session) -> str | None:
         # The row keeps the last URL while the server stops; only a running server answers.
         return (session.url or None) if session.state == Session.State.RUNNING else None
+
+
+class SessionQuerySerializer(serializers.Serializer[Any]):
+    """The query of ``GET /api/v1/session/``."""
+
+    wait = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_WAIT_SECONDS,
+        help_text="Wait up to this many seconds for a queued or starting session to be running "
+        "(or to end) before answering.",
+    )
 
 
 class LaunchSerializer(serializers.Serializer[Any]):

@@ -224,6 +224,7 @@ def session_spawn(session_id: str) -> None:
     started = time.monotonic()
     deadline = started + settings.SPAWN_TIMEOUT_SECONDS
     next_state_check = started
+    last_message = ""
     while True:
         # The server is polled often (that is the launch latency); the row, for a stop request
         # that came in meanwhile, twice a second, so that many starts do not load the database.
@@ -270,7 +271,8 @@ def session_spawn(session_id: str) -> None:
                 f"The server did not answer within {settings.SPAWN_TIMEOUT_SECONDS} seconds.",
             )
             return
-        if result.message:
+        if result.message and result.message != last_message:
+            last_message = result.message
             progress(result.message)
         time.sleep(settings.SPAWN_POLL_SECONDS)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -9,6 +11,7 @@ from unittest import mock
 import pytest
 import time_machine
 from django.contrib.auth.models import User
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -200,3 +203,41 @@ def test_session_endpoint_refuses_anonymous_callers(db: None, method: str) -> No
 
     assert response.status_code == 401
     assert response.json()["code"] == "not_authenticated"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_get_with_wait_answers_as_soon_as_the_session_runs(accepted: Any, environment: Any) -> None:
+    # Given a starting session that another process promotes to running a moment later
+    session = Session.objects.create(
+        user=accepted, environment=environment, state="starting", created_at=timezone.now()
+    )
+    client = APIClient()
+    client.force_authenticate(accepted)
+
+    def promote() -> None:
+        time.sleep(0.5)
+        now = timezone.now()
+        Session.objects.filter(pk=session.pk).update(
+            state="running", started_at=now, expires_at=now + timedelta(hours=1), url="http://x/"
+        )
+        connection.close()
+
+    threading.Thread(target=promote).start()
+
+    # When the client asks with ?wait=10
+    started = time.monotonic()
+    response = client.get("/api/v1/session/?wait=10")
+
+    # then the answer is the running session, long before the wait ran out
+    assert response.status_code == 200
+    assert response.json()["state"] == "running"
+    assert time.monotonic() - started < 8
+
+
+@pytest.mark.django_db
+def test_get_with_a_bad_wait_is_refused(accepted: Any) -> None:
+    client = APIClient()
+    client.force_authenticate(accepted)
+    response = client.get("/api/v1/session/?wait=3600")
+    assert response.status_code == 400
+    assert "wait" in response.json()["detail"]

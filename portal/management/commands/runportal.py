@@ -31,6 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("PORTAL_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORTAL_PORT", "8000")))
         parser.add_argument(
+            "--web-threads",
+            type=int,
+            default=int(os.environ.get("WEB_THREADS", "8")),
+            help="Threads of each of the two web processes.",
+        )
+        parser.add_argument(
             "--worker-concurrency",
             type=int,
             default=int(os.environ.get("WORKER_CONCURRENCY", "16")),
@@ -42,10 +48,15 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         login = self._first_account()
         python = sys.executable
-        manage = str(Path(settings.BASE_DIR) / "manage.py")
         address = f"{options['host']}:{options['port']}"
         commands = {
-            "web": [python, manage, "runserver", address, "--noreload"],
+            # gunicorn rather than runserver: threads for long-polling clients, and no 40 ms
+            # Nagle/delayed-ACK stall on keep-alive answers.
+            "web": [
+                python, "-m", "gunicorn", "portal.wsgi:application", "--bind", address,
+                "--worker-class", "gthread", "--workers", "2",
+                "--threads", str(options["web_threads"]), "--access-logfile", "-",
+            ],
             "worker": [
                 python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads",
                 "--concurrency", str(options["worker_concurrency"]), "--loglevel", "INFO",

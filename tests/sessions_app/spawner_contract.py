@@ -65,7 +65,8 @@ class SpawnerContract:
     start_timeout = 60.0
 
     def make_spawner(self, tmp_path: Path) -> Spawner:
-        raise NotImplementedError
+        """Each back-end's test class returns its spawner here."""
+        raise NotImplementedError(f"{type(self).__name__} must define make_spawner")
 
     def make_request(self, tmp_path: Path, username: str) -> SpawnRequest:
         return make_request(tmp_path, username)

@@ -70,7 +70,7 @@ def unused_port_pair() -> tuple[int, int]:
     for low in range(30000, 32700, 2):
         if all(_bindable(port) for port in (low, low + 1)):
             return low, low + 1
-    pytest.skip("no two free consecutive ports")
+    pytest.fail("no two free consecutive ports between 30000 and 32700 on this machine")
 
 
 def _bindable(port: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from typing import Any
 
@@ -141,3 +142,23 @@ def test_reconcile_ends_a_session_whose_server_died_and_stops_unknown_servers(
     assert outcome["died"] == 1 and outcome["orphans"] == 1
     assert spawner.poll(state).status == ServerStatus.GONE
     assert [s.session_id for s in spawner.list_servers()] == []
+
+
+def test_a_stop_while_the_server_starts_ends_the_session_and_its_server(
+    celery_worker: Any, accepted: Any, environment: Environment
+) -> None:
+    # Given a session whose server is still starting
+    session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session
+    session = wait_for(session.pk, in_state(Session.State.STARTING), timeout=30)
+
+    # When the user stops it before it answers
+    assert session_request_stop(str(session.pk), Session.Reason.USER_STOPPED)
+
+    # then it ends as stopped, never running, and no server of it is left
+    session = wait_for(session.pk, in_state(Session.State.STOPPED))
+    assert session.started_at is None
+    spawner = get_spawner()
+    deadline = time.monotonic() + 30
+    while any(s.session_id == str(session.pk) for s in spawner.list_servers()):
+        assert time.monotonic() < deadline, "the starting server was not stopped"
+        time.sleep(0.2)

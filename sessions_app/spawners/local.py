@@ -136,12 +136,15 @@ class LocalProcessSpawner(Spawner):
             port, token, base_url = int(state["port"]), str(state["token"]), str(state["base_url"])
         except (KeyError, TypeError, ValueError):
             return PollResult(ServerStatus.GONE, message="No server is recorded for this session.")
+        # A starting server is polled many times a second, so the common answer ("still
+        # starting") must be cheap: for a server this process started, waitpid and a connect
+        # test cost microseconds, where the /proc reads and the HTTP request cost a lot more.
+        if _own_child_running(pid, create_time) and not _accepts(port):
+            return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
         proc = _process(pid, create_time)
         if proc is None or not _alive(proc):
             return PollResult(ServerStatus.GONE, message=_gone_message(pid, create_time, state))
         # Another process answering on the port (one that grabbed it first) is not our server.
-        # The connect test first: it costs microseconds, while a starting server is polled many
-        # times a second and the ownership checks read /proc and make an HTTP request.
         if _accepts(port) and _listens_on(proc, port) and _answers(port, base_url, token):
             return PollResult(ServerStatus.RUNNING, url=self._url(port, base_url, token))
         return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
@@ -330,6 +333,12 @@ def _process(pid: int, create_time: float) -> psutil.Process | None:
         return proc if abs(proc.create_time() - create_time) < 1.0 else None
     except psutil.Error:
         return None
+
+
+def _own_child_running(pid: int, create_time: float) -> bool:
+    """Whether ``pid`` is a server this OS process started and has not exited (no /proc read)."""
+    entry = _children.get(pid)
+    return entry is not None and entry[0] == create_time and entry[1].poll() is None
 
 
 def _alive(proc: psutil.Process) -> bool:

@@ -182,10 +182,12 @@ def _transition(session_id: str, from_states: list[str], to_state: str, **fields
     )
 
 
-def _fail(session_id: str, reason: str, message: str) -> None:
+def _fail_start(session_id: str, reason: str, message: str) -> None:
+    # Only a session still starting fails: one that moved to stopping meanwhile had its server
+    # stopped on purpose (that is why it is gone) and ends as the stop says.
     _transition(
         session_id,
-        list(Session.ACTIVE_STATES),
+        [State.STARTING],
         State.FAILED,
         reason=reason,
         message=message,
@@ -215,7 +217,7 @@ def session_spawn(session_id: str) -> None:
         state = spawner.start(_spawn_request(session), progress)
     except SpawnerError as exc:
         log.warning("session %s: start failed: %s", session_id, exc)
-        _fail(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")
+        _fail_start(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")
         return
     # Saved before the state is read again below: a stop request that came in meanwhile either
     # sees this state (and stops the server) or is seen by the loop (which stops it).
@@ -257,7 +259,7 @@ def session_spawn(session_id: str) -> None:
             continue
         if result.status == ServerStatus.GONE:
             spawner.stop(state)
-            _fail(
+            _fail_start(
                 session_id,
                 Reason.BACKEND_ERROR,
                 f"The server could not be started: {result.message}",
@@ -265,7 +267,7 @@ def session_spawn(session_id: str) -> None:
             return
         if time.monotonic() > deadline:
             spawner.stop(state)
-            _fail(
+            _fail_start(
                 session_id,
                 Reason.BACKEND_ERROR,
                 f"The server did not answer within {settings.SPAWN_TIMEOUT_SECONDS} seconds.",

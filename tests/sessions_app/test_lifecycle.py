@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from typing import Any
 
 import psutil
 import pytest
+from django.db import connection
 
 from sessions_app.models import Environment, Session
 from sessions_app.services import (
+    session_finish_stop,
     session_launch,
     session_request_stop,
+    session_spawn,
     sessions_expire_overdue,
     sessions_reconcile,
 )
@@ -162,3 +166,32 @@ def test_a_stop_while_the_server_starts_ends_the_session_and_its_server(
     while any(s.session_id == str(session.pk) for s in spawner.list_servers()):
         assert time.monotonic() < deadline, "the starting server was not stopped"
         time.sleep(0.2)
+
+
+def test_a_server_that_goes_down_because_of_a_stop_does_not_fail_the_session(
+    accepted: Any, environment: Environment
+) -> None:
+    # Given a spawn in progress (run here in a thread, no worker) whose server is starting
+    session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session
+    spawn = threading.Thread(target=_spawn_and_close, args=(str(session.pk),))
+    spawn.start()
+    session = wait_for(session.pk, lambda s: bool(s.spawner_state), timeout=30)
+
+    # When a stop is requested and the server goes down before the spawn loop rereads the row
+    assert session_request_stop(str(session.pk), Session.Reason.USER_STOPPED)
+    os.killpg(session.spawner_state["pgid"], signal.SIGKILL)
+    spawn.join(timeout=60)
+
+    # then the session is not failed: the stop ends it, as stopped by the user
+    session.refresh_from_db()
+    assert session.state == Session.State.STOPPING
+    session_finish_stop(str(session.pk))
+    session.refresh_from_db()
+    assert (session.state, session.reason) == (Session.State.STOPPED, "user_stopped")
+
+
+def _spawn_and_close(session_id: str) -> None:
+    try:
+        session_spawn(session_id)
+    finally:
+        connection.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -44,3 +44,18 @@ class ApiError(exceptions.APIException):
     def __init__(self, status_code: int, detail: str, code: str) -> None:
         self.status_code = status_code
         super().__init__(detail={"detail": detail, "code": code})
+
+
+class ApiErrorSerializer(serializers.Serializer[Any]):
+    """The body of every API error (documentation only; ``portal.api_errors`` builds it)."""
+
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+    code = serializers.CharField(help_text="A stable identifier, for programs.")
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # Added here, not as an attribute: ``errors`` is already Serializer.errors.
+        fields = super().get_fields()
+        fields["errors"] = serializers.JSONField(
+            required=False, help_text="Per-field errors, when the request body was malformed."
+        )
+        return fields

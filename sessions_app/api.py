@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.api_errors import ApiError
+from portal.api_errors import ApiError, ApiErrorSerializer
 from sessions_app.models import Environment, Session
 from sessions_app.selectors import (
     environments_launchable,
@@ -21,7 +21,6 @@ from sessions_app.selectors import (
     sessions_for_user,
 )
 from sessions_app.serializers import (
-    ApiErrorSerializer,
     EnvironmentSerializer,
     LaunchSerializer,
     SessionQuerySerializer,

@@ -170,3 +170,8 @@ class Session(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
+
+    @property
+    def open_url(self) -> str:
+        """Where the owner reaches the server: only while it runs (a stopping row keeps its URL)."""
+        return self.url if self.state == self.State.RUNNING else ""

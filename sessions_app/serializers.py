@@ -26,21 +26,6 @@ class OptionsField(serializers.JSONField):
     ``invalid_options``."""
 
 
-class ApiErrorSerializer(serializers.Serializer[Any]):
-    """The body of every API error (documentation only; ``portal.api_errors`` builds it)."""
-
-    detail = serializers.CharField(help_text="What went wrong, for people.")
-    code = serializers.CharField(help_text="A stable identifier, for programs.")
-
-    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
-        # Added here, not as an attribute: ``errors`` is already Serializer.errors.
-        fields = super().get_fields()
-        fields["errors"] = serializers.JSONField(
-            required=False, help_text="Per-field errors, when the request body was malformed."
-        )
-        return fields
-
-
 class EnvironmentOptionSerializer(serializers.ModelSerializer[EnvironmentOption]):
     type = serializers.CharField(
         source="kind", read_only=True, help_text="choice, boolean, integer or text."
@@ -122,7 +107,7 @@ class SessionSerializer(serializers.ModelSerializer[Session]):
 
     def get_url(self, session: Session) -> str | None:
         # The row keeps the last URL while the server stops; only a running server answers.
-        return (session.url or None) if session.state == Session.State.RUNNING else None
+        return session.open_url or None
 
 
 class SessionQuerySerializer(serializers.Serializer[Any]):

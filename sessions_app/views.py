@@ -135,7 +135,7 @@ def _status(session: Session) -> dict[str, Any]:
         "queue_position": session_queue_position(session),
         "remaining_seconds": remaining,
         "expires_at": session.expires_at.isoformat() if session.expires_at else None,
-        "url": session.url if session.state == Session.State.RUNNING else "",
+        "url": session.open_url,
         "reason": session.reason,
         "reason_label": session.get_reason_display() if session.reason else "",
     }

@@ -11,8 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.api_errors import ApiError
-from sessions_app.serializers import ApiErrorSerializer
+from portal.api_errors import ApiError, ApiErrorSerializer
 from terms_app.selectors import terms_current
 from terms_app.serializers import (
     TermsAcceptanceSerializer,

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import User
 from django.db import connection
+from rest_framework.test import APIClient
 
 from sessions_app.models import Environment
 from terms_app.models import TermsVersion
@@ -31,7 +32,7 @@ def _isolated_storage(settings: Any, tmp_path_factory: pytest.TempPathFactory) -
     get_spawner.cache_clear()
 
 
-def _make_user(username: str, **extra: Any) -> AbstractUser:
+def _make_user(username: str, **extra: Any) -> User:
     user = get_user_model().objects.create_user(
         username=username, email=f"{username}@example.org", password=PASSWORD, **extra
     )
@@ -39,17 +40,17 @@ def _make_user(username: str, **extra: Any) -> AbstractUser:
 
 
 @pytest.fixture
-def owner(db: None) -> AbstractUser:
+def owner(db: None) -> User:
     return _make_user("owner")
 
 
 @pytest.fixture
-def other_user(db: None) -> AbstractUser:
+def other_user(db: None) -> User:
     return _make_user("other")
 
 
 @pytest.fixture
-def staff(db: None) -> AbstractUser:
+def staff(db: None) -> User:
     return _make_user("staff", is_staff=True, is_superuser=True)
 
 
@@ -57,6 +58,14 @@ def _run_data_migration(module: str, function: str) -> None:
     # Transactional tests flush every table, data migrations' rows included; running the same
     # function again (it is idempotent) gives every test the rows a new installation has.
     getattr(importlib.import_module(module), function)(django_apps, None)
+
+
+@pytest.fixture
+def api(owner: User) -> APIClient:
+    """An API client logged in (browser session) as the owner."""
+    client = APIClient()
+    client.force_login(owner)
+    return client
 
 
 @pytest.fixture
@@ -76,7 +85,7 @@ def terms(db: None) -> TermsVersion:
 
 
 @pytest.fixture
-def accepted(owner: AbstractUser, terms: TermsVersion) -> AbstractUser:
+def accepted(owner: User, terms: TermsVersion) -> User:
     """The owner, having accepted the current terms."""
     terms_accept(user=owner, version=terms.version, ip_address="127.0.0.1", user_agent="pytest")
     return owner

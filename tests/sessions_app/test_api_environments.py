@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from sessions_app.models import Environment, EnvironmentOption
 
 URL = "/api/v1/environments/"
-
-
-@pytest.fixture
-def api(owner: User) -> APIClient:
-    client = APIClient()
-    client.force_login(owner)
-    return client
 
 
 def test_environments_list_the_default_environment_with_its_resources(

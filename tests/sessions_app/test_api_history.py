@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -14,13 +13,6 @@ from sessions_app.models import Environment, Session
 URL = "/api/v1/sessions/"
 State = Session.State
 Reason = Session.Reason
-
-
-@pytest.fixture
-def api(owner: User) -> APIClient:
-    client = APIClient()
-    client.force_login(owner)
-    return client
 
 
 def _ended(

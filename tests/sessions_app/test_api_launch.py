@@ -17,11 +17,9 @@ URL = "/api/v1/session/"
 
 
 @pytest.fixture
-def api(accepted: User) -> APIClient:
-    """The owner, having accepted the current terms, logged in."""
-    client = APIClient()
-    client.force_login(accepted)
-    return client
+def api(api: APIClient, accepted: User) -> APIClient:
+    """The owner, logged in, having accepted the current terms."""
+    return api
 
 
 @pytest.fixture

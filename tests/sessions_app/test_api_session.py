@@ -21,13 +21,6 @@ URL = "/api/v1/session/"
 State = Session.State
 
 
-@pytest.fixture
-def api(owner: User) -> APIClient:
-    client = APIClient()
-    client.force_login(owner)
-    return client
-
-
 def _session(user: User, environment: Environment, state: str, **fields: Any) -> Session:
     fields.setdefault("created_at", timezone.now())
     return Session.objects.create(user=user, environment=environment, state=state, **fields)

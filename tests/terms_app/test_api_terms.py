@@ -16,13 +16,6 @@ CURRENT = "/api/v1/terms/current/"
 ACCEPT = "/api/v1/terms/accept/"
 
 
-@pytest.fixture
-def api(owner: User) -> APIClient:
-    client = APIClient()
-    client.force_login(owner)
-    return client
-
-
 def _publish(version: str, body: str = "New terms.") -> TermsVersion:
     return TermsVersion.objects.create(
         version=version, title=f"Terms {version}", body=body, published_at=timezone.now()

@@ -9,7 +9,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from portal.tokens import token_resolve
+from portal.tokens import TOKEN_PREFIX, token_resolve
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -29,6 +29,9 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode()
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("The token has invalid characters.") from None
+        if not raw.startswith(TOKEN_PREFIX):
+            # Not one of ours: perhaps the identity provider's access token (next class).
+            return None
         token = token_resolve(raw)
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")

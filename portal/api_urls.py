@@ -3,7 +3,9 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
+from accounts_app import api as accounts_api
 from sessions_app import api as sessions_api
+from suspension_app import api as suspension_api
 from terms_app import api as terms_api
 
 urlpatterns = [
@@ -13,4 +15,16 @@ urlpatterns = [
     path("terms/accept/", terms_api.AcceptTermsView.as_view(), name="api-terms-accept"),
     path("session/", sessions_api.SessionView.as_view(), name="api-session"),
     path("sessions/", sessions_api.SessionHistoryView.as_view(), name="api-sessions"),
+    path("tokens/", accounts_api.TokenListView.as_view(), name="api-tokens"),
+    path("tokens/<int:token_id>/", accounts_api.TokenDetailView.as_view(), name="api-token"),
+    path(
+        "admin/suspensions/",
+        suspension_api.SuspensionListView.as_view(),
+        name="api-admin-suspensions",
+    ),
+    path(
+        "admin/suspensions/<int:pk>/lift/",
+        suspension_api.SuspensionLiftView.as_view(),
+        name="api-admin-suspension-lift",
+    ),
 ]

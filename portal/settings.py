@@ -47,7 +47,8 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin site, with the portal's access rules (staff, second factor, not suspended).
+    "accounts_app.apps.PortalAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -55,10 +56,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "portal",
+    "accounts_app",
     "terms_app",
     "storage_app",
     "sessions_app",
+    "suspension_app",
 ]
 
 MIDDLEWARE = [
@@ -69,6 +75,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Pages: sign-in, second factor, access policy, suspension; then the provider re-check.
+    "accounts_app.middleware.AccessPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -118,6 +126,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
 
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "accounts_app.oidc.PortalOidcBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -125,6 +137,49 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "launcher"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Identity and access ----------------------------------------------------------------------
+# OpenID Connect is on when a client id is set; the endpoints are the provider's (see its
+# discovery document). Local accounts (password + the same second factor) are the embedded
+# default and break-glass for staff: with OIDC on they are off unless LOCAL_LOGIN turns them on.
+
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_secret("OIDC_RP_CLIENT_SECRET")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT")
+OIDC_OP_LOGOUT_ENDPOINT = env_str("OIDC_OP_LOGOUT_ENDPOINT")
+OIDC_RP_SIGN_ALGO = env_choice("OIDC_RP_SIGN_ALGO", "rs256", ("rs256", "es256", "hs256")).upper()
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile groups")
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "your organisation's account")
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env_int("OIDC_RENEW_SECONDS", 15 * 60, minimum=30)
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10, minimum=1)
+OIDC_STORE_ID_TOKEN = True  # the hint of RP-initiated logout
+OIDC_USE_PKCE = True
+OIDC_CALLBACK_CLASS = "accounts_app.oidc.PortalCallbackView"
+OIDC_OP_LOGOUT_URL_METHOD = "accounts_app.oidc.provider_logout_url"
+LOGIN_REDIRECT_URL_FAILURE = "/login/failed/"  # a path: mozilla-django-oidc does not reverse it
+# The session page polls its status with fetch(): a redirect to the provider would break it.
+OIDC_EXEMPT_URLS = ["session-status"]
+# Claims → user: which claim holds what.
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_EMAIL_CLAIM = env_str("OIDC_EMAIL_CLAIM", "email")
+OIDC_FIRST_NAME_CLAIM = env_str("OIDC_FIRST_NAME_CLAIM", "given_name")
+OIDC_LAST_NAME_CLAIM = env_str("OIDC_LAST_NAME_CLAIM", "family_name")
+# Access policy: who may use the portal. Members of ACCESS_GROUP (Django group; staff and
+# superusers always); for OIDC users the membership follows the claim at each login. An empty
+# ACCESS_GROUP opens the portal to everyone who signs in.
+ACCESS_GROUP = env_str("ACCESS_GROUP", "staff")
+OIDC_ACCESS_CLAIM = env_str("OIDC_ACCESS_CLAIM", "groups")
+OIDC_ACCESS_VALUES = env_list("OIDC_ACCESS_VALUES", ["staff"])
+# The provider's own multi-factor assertion: any of these amr values (or acr values) counts
+# as the second factor, and the portal does not ask again.
+OIDC_MFA_AMR_VALUES = env_list("OIDC_MFA_AMR_VALUES", ["mfa", "otp", "hwk", "swk"])
+OIDC_MFA_ACR_VALUES = env_list("OIDC_MFA_ACR_VALUES")
+LOCAL_LOGIN = env_bool("LOCAL_LOGIN", not OIDC_RP_CLIENT_ID)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Jupyter launcher portal")
+SECOND_FACTOR_BACKUP_CODES = 10
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -155,9 +210,11 @@ LOGGING = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.api_auth.BearerTokenAuthentication",
+        "accounts_app.api_auth.OidcBearerAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Signed in, second factor, access policy, not suspended: the same rules as the pages.
+    "DEFAULT_PERMISSION_CLASSES": ["accounts_app.permissions.PortalAccess"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
@@ -228,3 +285,29 @@ LOCAL_SPAWNER_PUBLIC_HOST = env_str("LOCAL_SPAWNER_PUBLIC_HOST", "127.0.0.1")
 # --- Storage ------------------------------------------------------------------------------------
 
 STORAGE_HOME_ROOT = Path(env_str("STORAGE_HOME_ROOT", str(VAR_DIR / "home"))).resolve()
+
+# --- Suspension ---------------------------------------------------------------------------------
+
+# Rules that suspend automatically (service rule 11); staff lift suspensions after investigating.
+SUSPENSION_SCRATCH_VIOLATIONS = env_int("SUSPENSION_SCRATCH_VIOLATIONS", 3, minimum=1)
+SUSPENSION_SCRATCH_WINDOW_HOURS = env_int("SUSPENSION_SCRATCH_WINDOW_HOURS", 24, minimum=1)
+SUSPENSION_CIRCUMVENTION_EVENTS = env_int("SUSPENSION_CIRCUMVENTION_EVENTS", 1, minimum=1)
+# Shown and e-mailed to a suspended user after "To appeal, contact …".
+SUSPENSION_APPEAL_CONTACT = env_str(
+    "SUSPENSION_APPEAL_CONTACT", "the service desk at the address on the service page"
+)
+
+# E-mail to users (suspension, reinstatement). EMAIL_BACKEND is read above; these apply to the
+# SMTP back-end (django.core.mail.backends.smtp.EmailBackend).
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("set either EMAIL_USE_TLS (STARTTLS) or EMAIL_USE_SSL, not both")
+# Mail is sent right after a suspension commits, in the request or task that made it: a mail
+# server that does not answer must not hold that for long.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)

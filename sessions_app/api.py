@@ -30,6 +30,7 @@ from sessions_app.services import LaunchError, session_launch, session_request_s
 
 _LAUNCH_ERROR_STATUS = {
     "terms_not_accepted": status.HTTP_403_FORBIDDEN,
+    "suspended": status.HTTP_403_FORBIDDEN,
     "unknown_environment": status.HTTP_400_BAD_REQUEST,
     "invalid_options": status.HTTP_400_BAD_REQUEST,
 }

@@ -25,6 +25,7 @@ from sessions_app.selectors import session_active_for
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest
 from storage_app.services import home_ensure
+from suspension_app.selectors import suspension_active_for
 from terms_app.selectors import terms_accepted_current, terms_current
 from terms_app.services import terms_accept
 
@@ -108,6 +109,9 @@ def session_launch(
 def _launch_new(
     user: AbstractBaseUser, environment_slug: str, options: dict[str, Any] | None
 ) -> LaunchResult:
+    if suspension_active_for(user) is not None:
+        # Pages and API refuse suspended users first; this is the service's own guard.
+        raise LaunchError("Your access is suspended: you cannot launch sessions.", "suspended")
     if not terms_accepted_current(user):
         current = terms_current()
         version = current.version if current else "?"
@@ -206,6 +210,20 @@ def session_spawn(session_id: str) -> None:
     ):
         return
     session = Session.objects.select_related("environment", "user").get(pk=session_id)
+    if suspension_active_for(session.user) is not None:
+        # A suspension that committed between the launch and now: its stop may have looked
+        # for an active session before this one existed.
+        now = timezone.now()
+        _transition(
+            session_id,
+            [State.STARTING],
+            State.STOPPED,
+            reason=Reason.SUSPENDED,
+            message=_END_MESSAGES[Reason.SUSPENDED],
+            ended_at=now,
+            updated_at=now,
+        )
+        return
     spawner = get_spawner()
 
     def progress(message: str) -> None:

@@ -9,14 +9,20 @@ from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
+from accounts_app.second_factor import SESSION_KEY as SECOND_FACTOR_SESSION_KEY
 from sessions_app.models import Environment
 from terms_app.models import TermsVersion
 from terms_app.services import terms_accept
+
+# The real OpenID Connect provider the identity tests sign in with (``oidc_provider``).
+pytest_plugins = ["tests.idp.provider"]
 
 PASSWORD = "correct-horse-battery"
 
@@ -32,11 +38,23 @@ def _isolated_storage(settings: Any, tmp_path_factory: pytest.TempPathFactory) -
     get_spawner.cache_clear()
 
 
-def _make_user(username: str, **extra: Any) -> User:
+def _make_user(username: str, *, admitted: bool = True, **extra: Any) -> User:
+    """A local user; ``admitted`` puts them in the access policy's group (the portal's staff)."""
     user = get_user_model().objects.create_user(
         username=username, email=f"{username}@example.org", password=PASSWORD, **extra
     )
+    if admitted:
+        group, _ = Group.objects.get_or_create(name=django_settings.ACCESS_GROUP)
+        user.groups.add(group)
     return user
+
+
+def login_verified(client: Client, user: User, method: str = "totp") -> None:
+    """Sign ``user`` in as if they had passed the second factor (its own tests do it for real)."""
+    client.force_login(user)
+    session = client.session
+    session[SECOND_FACTOR_SESSION_KEY] = method
+    session.save()
 
 
 @pytest.fixture
@@ -47,6 +65,12 @@ def owner(db: None) -> User:
 @pytest.fixture
 def other_user(db: None) -> User:
     return _make_user("other")
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    """Signed in fine, but outside the access policy (not the operator's staff)."""
+    return _make_user("outsider", admitted=False)
 
 
 @pytest.fixture
@@ -64,7 +88,7 @@ def _run_data_migration(module: str, function: str) -> None:
 def api(owner: User) -> APIClient:
     """An API client logged in (browser session) as the owner."""
     client = APIClient()
-    client.force_login(owner)
+    login_verified(client, owner)
     return client
 
 
@@ -120,3 +144,15 @@ def celery_worker(transactional_db: None) -> Iterator[Any]:
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+@pytest.fixture
+def oidc(settings: Any, oidc_provider: Any) -> Any:
+    """The portal configured as a relying party of the real test provider (local sign-in off,
+    as in production). Returns the provider handle; the relying party's address is up to the
+    test (``oidc.allow_relying_party(live_server.url)``)."""
+    for name, value in oidc_provider.portal_settings().items():
+        setattr(settings, name, value)
+    settings.LOCAL_LOGIN = False
+    oidc_provider.allow_relying_party("http://testserver")
+    return oidc_provider

@@ -7,30 +7,20 @@ server, a Celery worker on the configured broker, and a JupyterLab that the loca
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from django.contrib.auth.models import User
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from sessions_app.models import Environment, Session
 from terms_app.models import TermsAcceptance, TermsVersion
+from tests.browser import chromium, enrol_authenticator
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Milliseconds. Starting JupyterLab takes seconds; its UI loads a few megabytes of scripts.
 SPAWN_TIMEOUT = 120_000
 LAB_TIMEOUT = 90_000
@@ -42,6 +32,7 @@ def _log_in(page: Page, base_url: str, username: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
+    enrol_authenticator(page)
     expect(page.get_by_text("Select an Environment")).to_be_visible()
 
 
@@ -52,65 +43,57 @@ def test_user_launches_uses_and_stops_a_jupyterlab_in_the_browser(
     environment: Environment,
     terms: TermsVersion,
 ) -> None:
-    assert CHROMIUM.exists(), "the browser test needs Debian's chromium: apt-get install chromium"
     base_url = live_server.url
-    # The ORM is not used while Playwright runs: its sync API keeps an event loop running in
-    # this thread, where Django refuses synchronous queries. The rows are checked afterwards.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context()
-            page = context.new_page()
+    # The rows are checked after the browser closes (no ORM while Playwright runs).
+    with chromium() as browser:
+        context = browser.new_context()
+        page = context.new_page()
 
-            # Given a user who logs in and reads the terms on the launcher,
-            _log_in(page, base_url, owner.get_username())
-            expect(page.locator("#terms")).to_contain_text(terms.title)
+        # Given a user who logs in and reads the terms on the launcher,
+        _log_in(page, base_url, owner.get_username())
+        expect(page.locator("#terms")).to_contain_text(terms.title)
 
-            # when they pick the default environment, agree and launch,
-            page.select_option("#environment", label="ECMWF Data Store Service")
-            page.check("#accept_terms")
-            page.click("#launch-button")
+        # when they pick the default environment, agree and launch,
+        page.select_option("#environment", label="ECMWF Data Store Service")
+        page.check("#accept_terms")
+        page.click("#launch-button")
 
-            # then the session page follows the session up to a running JupyterLab
-            expect(page).to_have_url(f"{base_url}/session/")
-            open_lab = page.locator("#open-jupyterlab")
-            ended = page.locator("#session-ended")
-            # Either comes: waiting for the link alone would sit out the timeout on a failure.
-            expect(open_lab.or_(ended)).to_be_visible(timeout=SPAWN_TIMEOUT)
-            assert open_lab.is_visible(), page.locator("#session").inner_text()
-            session_id = page.locator("#session").get_attribute("data-session-id")
-            assert session_id
+        # then the session page follows the session up to a running JupyterLab
+        expect(page).to_have_url(f"{base_url}/session/")
+        open_lab = page.locator("#open-jupyterlab")
+        ended = page.locator("#session-ended")
+        # Either comes: waiting for the link alone would sit out the timeout on a failure.
+        expect(open_lab.or_(ended)).to_be_visible(timeout=SPAWN_TIMEOUT)
+        assert open_lab.is_visible(), page.locator("#session").inner_text()
+        session_id = page.locator("#session").get_attribute("data-session-id")
+        assert session_id
 
-            # with the time left counting down, from the environment's five hours.
-            countdown = page.locator("#countdown")
-            expect(countdown).to_have_text(re.compile(r"^0[45]:\d\d:\d\d$"))
-            first = countdown.inner_text()
-            expect(countdown).not_to_have_text(first, timeout=5_000)
-            expect(page.locator("#time-warning")).to_be_hidden()
+        # with the time left counting down, from the environment's five hours.
+        countdown = page.locator("#countdown")
+        expect(countdown).to_have_text(re.compile(r"^0[45]:\d\d:\d\d$"))
+        first = countdown.inner_text()
+        expect(countdown).not_to_have_text(first, timeout=5_000)
+        expect(page.locator("#time-warning")).to_be_hidden()
 
-            # The link opens the user's JupyterLab in a new page, and its UI comes up.
-            with context.expect_page() as new_page:
-                open_lab.click()
-            lab = new_page.value
-            lab.wait_for_selector("#jp-main-dock-panel", timeout=LAB_TIMEOUT)
-            expect(lab).to_have_title(re.compile("JupyterLab"))
-            lab_url = lab.url
-            lab.close()
+        # The link opens the user's JupyterLab in a new page, and its UI comes up.
+        with context.expect_page() as new_page:
+            open_lab.click()
+        lab = new_page.value
+        lab.wait_for_selector("#jp-main-dock-panel", timeout=LAB_TIMEOUT)
+        expect(lab).to_have_title(re.compile("JupyterLab"))
+        lab_url = lab.url
+        lab.close()
 
-            # Going back to the launcher leads into the same session.
-            page.goto(f"{base_url}/")
-            expect(page).to_have_url(f"{base_url}/session/")
-            expect(page.locator("#session")).to_have_attribute("data-session-id", session_id)
+        # Going back to the launcher leads into the same session.
+        page.goto(f"{base_url}/")
+        expect(page).to_have_url(f"{base_url}/session/")
+        expect(page.locator("#session")).to_have_attribute("data-session-id", session_id)
 
-            # Stop ends it, and the page shows how it ended without a manual reload.
-            page.click("#stop-button")
-            expect(ended).to_be_visible(timeout=STOP_TIMEOUT)
-            expect(ended).to_contain_text("stopped by the user")
-            expect(page.locator("#open-jupyterlab")).to_have_count(0)
-        finally:
-            browser.close()
+        # Stop ends it, and the page shows how it ended without a manual reload.
+        page.click("#stop-button")
+        expect(ended).to_be_visible(timeout=STOP_TIMEOUT)
+        expect(ended).to_contain_text("stopped by the user")
+        expect(page.locator("#open-jupyterlab")).to_have_count(0)
 
     session = Session.objects.get(pk=session_id)
     assert session.state == Session.State.STOPPED

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from portal.models import ApiToken
 from portal.tokens import token_issue, token_revoke
+from tests.conftest import login_verified
 
 URL = "/api/v1/environments/"
 
@@ -92,7 +93,7 @@ def test_a_malformed_bearer_header_is_a_json_401(owner: User, header: str) -> No
 
 def test_a_browser_session_authenticates(owner: User) -> None:
     client = APIClient()
-    client.force_login(owner)
+    login_verified(client, owner)
 
     response = client.get(URL)
 
@@ -103,7 +104,7 @@ def test_a_browser_session_authenticates(owner: User) -> None:
 def test_a_browser_session_needs_the_csrf_token_to_write(owner: User) -> None:
     # given: a logged-in browser whose page did not send the CSRF token
     client = APIClient(enforce_csrf_checks=True)
-    client.force_login(owner)
+    login_verified(client, owner)
     # when
     response = client.post("/api/v1/session/", {"environment": "ecmwf-dss"}, format="json")
     # then: a cross-site form cannot launch or stop sessions with the user's cookie

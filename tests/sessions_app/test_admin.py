@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from sessions_app.models import Environment, Session
 from terms_app.models import TermsAcceptance
+from tests.conftest import login_verified
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def admin_client(staff: Any) -> Client:
     client = Client()
-    client.force_login(staff)
+    login_verified(client, staff)
     return client
 
 

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from sessions_app.models import Environment, EnvironmentOption, Session
 from terms_app.models import TermsVersion
+from tests.conftest import login_verified
 
 URL = "/api/v1/session/"
 
@@ -234,7 +235,7 @@ def test_launch_without_accepting_the_terms_is_a_403_and_creates_nothing(
 ) -> None:
     # given: the owner never accepted
     client = APIClient()
-    client.force_login(owner)
+    login_verified(client, owner)
     # when
     response = client.post(URL, {"environment": "ecmwf-dss"}, format="json")
     # then

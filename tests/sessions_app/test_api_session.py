@@ -16,6 +16,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from sessions_app.models import Environment, Session
+from tests.conftest import login_verified
 
 URL = "/api/v1/session/"
 State = Session.State
@@ -205,7 +206,7 @@ def test_get_with_wait_answers_as_soon_as_the_session_runs(accepted: Any, enviro
         user=accepted, environment=environment, state="starting", created_at=timezone.now()
     )
     client = APIClient()
-    client.force_authenticate(accepted)
+    login_verified(client, accepted)
 
     def promote() -> None:
         time.sleep(0.5)
@@ -230,7 +231,7 @@ def test_get_with_wait_answers_as_soon_as_the_session_runs(accepted: Any, enviro
 @pytest.mark.django_db
 def test_get_with_a_bad_wait_is_refused(accepted: Any) -> None:
     client = APIClient()
-    client.force_authenticate(accepted)
+    login_verified(client, accepted)
     response = client.get("/api/v1/session/?wait=3600")
     assert response.status_code == 400
     assert "wait" in response.json()["detail"]

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from sessions_app.models import Environment, EnvironmentOption, Session
 from terms_app.models import TermsAcceptance, TermsVersion
-from tests.conftest import PASSWORD
+from tests.conftest import login_verified
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ LaunchPost = Callable[..., Any]
 
 @pytest.fixture
 def owner_client(client: Client, owner: User) -> Client:
-    client.login(username=owner.get_username(), password=PASSWORD)
+    login_verified(client, owner)
     return client
 
 
@@ -122,7 +122,7 @@ def test_launcher_shows_current_terms_with_agreement_box(
 def test_user_who_accepted_current_terms_sees_no_agreement_box(
     client: Client, accepted: User, environment: Environment
 ) -> None:
-    client.login(username=accepted.get_username(), password=PASSWORD)
+    login_verified(client, accepted)
 
     page = client.get("/").content.decode()
 
@@ -227,7 +227,7 @@ def test_launch_against_terms_that_changed_meanwhile_creates_nothing(
 def test_user_who_accepted_an_older_version_must_accept_the_new_one(
     client: Client, accepted: User, environment: Environment, terms: TermsVersion
 ) -> None:
-    client.login(username=accepted.get_username(), password=PASSWORD)
+    login_verified(client, accepted)
     _publish_terms("2")
 
     # The page they loaded had no box (they had accepted version 1).
@@ -358,7 +358,7 @@ def test_forged_post_without_csrf_token_is_refused(
     owner: User, environment: Environment, terms: TermsVersion
 ) -> None:
     client = Client(enforce_csrf_checks=True)
-    client.login(username=owner.get_username(), password=PASSWORD)
+    login_verified(client, owner)
 
     response = client.post(
         "/", {"environment": "ecmwf-dss", "terms_version": terms.version, "accept_terms": "on"}

@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from sessions_app.models import Environment
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, SECOND_FACTOR_SESSION_KEY, login_verified
 
 pytestmark = pytest.mark.django_db
 
@@ -24,11 +24,20 @@ def test_login_page_is_a_plain_form(client: Client) -> None:
     assert "Log out" not in page
 
 
-def test_login_leads_to_the_launcher(client: Client, owner: User, environment: Environment) -> None:
+def test_login_leads_to_the_second_factor_then_the_launcher(
+    client: Client, owner: User, environment: Environment
+) -> None:
     response = client.post("/login/", {"username": "owner", "password": PASSWORD}, follow=True)
 
-    assert response.redirect_chain == [("/", 302)]
-    assert "Select an Environment" in response.content.decode()
+    # No authenticator yet: the set-up comes first (its own tests go through it).
+    assert response.redirect_chain == [
+        ("/account/second-factor/?next=%2F", 302),
+        ("/account/second-factor/setup/?next=%2F", 302),
+    ]
+    session = client.session
+    session[SECOND_FACTOR_SESSION_KEY] = "totp"
+    session.save()
+    assert "Select an Environment" in client.get("/").content.decode()
 
 
 def test_wrong_password_is_refused_with_a_message(client: Client, owner: User) -> None:
@@ -42,7 +51,7 @@ def test_wrong_password_is_refused_with_a_message(client: Client, owner: User) -
 def test_header_shows_user_links_and_a_logout_form(
     client: Client, owner: User, environment: Environment
 ) -> None:
-    client.login(username="owner", password=PASSWORD)
+    login_verified(client, owner)
 
     page = client.get("/").content.decode()
 
@@ -57,7 +66,7 @@ def test_header_shows_user_links_and_a_logout_form(
 def test_header_links_staff_to_the_admin(
     client: Client, staff: User, environment: Environment
 ) -> None:
-    client.login(username="staff", password=PASSWORD)
+    login_verified(client, staff)
 
     page = client.get("/").content.decode()
 
@@ -65,7 +74,7 @@ def test_header_links_staff_to_the_admin(
 
 
 def test_logout_form_logs_out(client: Client, owner: User) -> None:
-    client.login(username="owner", password=PASSWORD)
+    login_verified(client, owner)
 
     response = client.post("/logout/")
 

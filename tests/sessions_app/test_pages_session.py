@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from sessions_app.models import Environment, Session
-from tests.conftest import PASSWORD
+from tests.conftest import login_verified
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +22,7 @@ JUPYTER_URL = "http://127.0.0.1:20001/user/owner/lab?token=abc"
 
 @pytest.fixture
 def owner_client(client: Client, owner: User) -> Client:
-    client.login(username=owner.get_username(), password=PASSWORD)
+    login_verified(client, owner)
     return client
 
 
@@ -274,7 +274,7 @@ def test_stop_needs_post(owner_client: Client, owner: User, environment: Environ
 def test_forged_stop_without_csrf_token_is_refused(owner: User, environment: Environment) -> None:
     session = _running(owner, environment, timezone.now())
     client = Client(enforce_csrf_checks=True)
-    client.login(username=owner.get_username(), password=PASSWORD)
+    login_verified(client, owner)
 
     response = client.post("/session/stop/")
 

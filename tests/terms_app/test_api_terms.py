@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from terms_app.models import TermsAcceptance, TermsVersion
+from tests.conftest import login_verified
 
 CURRENT = "/api/v1/terms/current/"
 ACCEPT = "/api/v1/terms/accept/"
@@ -71,7 +72,7 @@ def test_acceptance_by_another_user_does_not_count_for_the_caller(
 ) -> None:
     # given: the owner accepted, the other user did not
     client = APIClient()
-    client.force_login(other_user)
+    login_verified(client, other_user)
     # when
     response = client.get(CURRENT)
     # then

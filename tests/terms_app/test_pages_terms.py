@@ -10,14 +10,14 @@ from django.test import Client
 
 from terms_app.models import TermsVersion
 from terms_app.rendering import render_terms_markdown
-from tests.conftest import PASSWORD
+from tests.conftest import login_verified
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def owner_client(client: Client, owner: User) -> Client:
-    client.login(username=owner.get_username(), password=PASSWORD)
+    login_verified(client, owner)
     return client
 
 
@@ -42,7 +42,7 @@ def test_terms_page_shows_current_version_rendered_and_not_yet_accepted(
 def test_terms_page_says_when_the_user_accepted_the_current_version(
     client: Client, accepted: User
 ) -> None:
-    client.login(username=accepted.get_username(), password=PASSWORD)
+    login_verified(client, accepted)
 
     page = client.get("/terms/").content.decode()
 

@@ -103,5 +103,9 @@ class Command(BaseCommand):
             password_file.chmod(0o600)
         if password_file.exists():
             password = password_file.read_text().strip()
-            return f"Log in as 'admin' with password '{password}' (kept in {password_file})."
+            return (
+                f"Log in as 'admin' with password '{password}' (kept in {password_file}).\n"
+                "The first sign-in sets up a second factor: scan the QR code with an "
+                "authenticator app\n(or type its key; without an app: oathtool --totp -b KEY)."
+            )
         return "Log in with your account (create one with: manage.py createsuperuser)."

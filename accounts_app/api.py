@@ -1,0 +1,72 @@
+"""REST API v1: the caller's portal tokens."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts_app.permissions import BrowserSessionOnly, PortalAccess
+from accounts_app.serializers import (
+    ApiTokenCreatedSerializer,
+    ApiTokenCreateSerializer,
+    ApiTokenSerializer,
+)
+from portal.api_errors import ApiError, ApiErrorSerializer
+from portal.models import ApiToken
+from portal.tokens import token_issue, token_resolve, token_revoke
+
+
+def _live_tokens(user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user_id=user.pk, revoked_at__isnull=True).order_by(
+        "-created_at", "-pk"
+    )
+
+
+class TokenListView(generics.ListAPIView[ApiToken]):
+    """The caller's live tokens (never the tokens themselves); POST makes a new one."""
+
+    serializer_class = ApiTokenSerializer
+    permission_classes = [PortalAccess, BrowserSessionOnly]
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return _live_tokens(cast(AbstractBaseUser, self.request.user))
+
+    @extend_schema(
+        request=ApiTokenCreateSerializer,
+        responses={
+            201: ApiTokenCreatedSerializer,
+            400: ApiErrorSerializer,
+            403: ApiErrorSerializer,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        """201 with the token, shown once. Only a browser session that passed the second
+        factor may do this (403 ``session_required`` with a token)."""
+        body = ApiTokenCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        raw = token_issue(
+            user=cast(AbstractBaseUser, request.user), name=body.validated_data["name"]
+        )
+        token = token_resolve(raw)
+        assert token is not None
+        data = {**ApiTokenSerializer(token).data, "token": raw}
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class TokenDetailView(generics.GenericAPIView[ApiToken]):
+    serializer_class = ApiTokenSerializer
+
+    @extend_schema(responses={204: None, 404: ApiErrorSerializer})
+    def delete(self, request: Request, token_id: int) -> Response:
+        """Revoke one of the caller's tokens: 204; 404 ``not_found`` if it isn't theirs."""
+        token = _live_tokens(cast(AbstractBaseUser, request.user)).filter(pk=token_id).first()
+        if token is None:
+            raise ApiError(status.HTTP_404_NOT_FOUND, "You have no such token.", "not_found")
+        token_revoke(token)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,83 @@
+"""DRF authentication with the identity provider's access tokens.
+
+A token counts only when the provider says the person used a second factor (``amr``/``acr``
+in its userinfo answer): an API call must not skip the second factor the pages ask for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from accounts_app.oidc import PortalOidcBackend, SignInRefused, mfa_asserted, user_for_claims
+from accounts_app.policy import oidc_enabled
+from portal.api_errors import ApiError
+from portal.tokens import TOKEN_PREFIX
+
+
+class OidcAccessToken(str):
+    """``request.auth`` for a request authenticated with the provider's access token."""
+
+
+class OidcBearerAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <access token from the identity provider>``."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        header = authentication.get_authorization_header(request).split()
+        if len(header) != 2 or header[0].lower() != b"bearer":
+            return None  # the portal-token class has already answered malformed headers
+        raw = header[1].decode(errors="replace")
+        if raw.startswith(TOKEN_PREFIX):
+            return None
+        if not oidc_enabled():
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        try:
+            claims = PortalOidcBackend().get_userinfo(raw, None, None)
+        except requests.HTTPError as exc:
+            if exc.response is not None and exc.response.status_code in (400, 401, 403):
+                raise exceptions.AuthenticationFailed(
+                    "The identity provider does not accept this access token."
+                ) from None
+            raise ApiError(
+                503, "The identity provider could not check the token: try again.", "idp_error"
+            ) from None
+        except requests.RequestException:
+            raise ApiError(
+                503, "The identity provider could not be reached: try again.", "idp_unreachable"
+            ) from None
+        if not isinstance(claims, dict):
+            raise exceptions.AuthenticationFailed("The identity provider's answer was not usable.")
+        if not mfa_asserted(claims):
+            raise ApiError(
+                403,
+                "This access token does not show a second factor: sign in at the identity "
+                "provider with multi-factor authentication, or use a portal token.",
+                "second_factor_required",
+            )
+        try:
+            user = user_for_claims(claims)
+        except SignInRefused as exc:
+            raise ApiError(403, exc.message, exc.code) from None
+        return user, OidcAccessToken(raw)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class OidcBearerScheme(OpenApiAuthenticationExtension):
+    """Documents the provider's access tokens (a bearer scheme beside portal tokens)."""
+
+    target_class = "accounts_app.api_auth.OidcBearerAuthentication"
+    name = "oidcBearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An access token of the identity provider whose userinfo carries "
+            "the multi-factor claim (amr/acr).",
+        }

@@ -1,0 +1,148 @@
+"""REST API v1, staff part: suspensions (``/api/v1/admin/suspensions/``), for automation."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts_app.permissions import PortalAccess
+from portal.api_errors import ApiError, ApiErrorSerializer
+from suspension_app.models import Suspension
+from suspension_app.selectors import suspension_active_for, suspension_by_id, suspensions_filtered
+from suspension_app.serializers import (
+    LiftSerializer,
+    SuspendSerializer,
+    SuspensionQuerySerializer,
+    SuspensionSerializer,
+)
+from suspension_app.services import SuspensionError, suspension_impose, suspension_lift
+
+_SUSPENSION_ERROR_STATUS = {
+    "not_staff": status.HTTP_403_FORBIDDEN,
+    "already_lifted": status.HTTP_409_CONFLICT,
+}
+
+
+def _staff(request: Request) -> AbstractBaseUser:
+    # IsAdminUser has let only staff reach the views.
+    return cast(AbstractBaseUser, request.user)
+
+
+def _api_error(exc: SuspensionError) -> ApiError:
+    return ApiError(
+        _SUSPENSION_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
+    )
+
+
+class SuspensionListView(generics.ListAPIView[Suspension]):
+    """Suspensions, newest first and paginated; staff suspend users here."""
+
+    permission_classes = [PortalAccess, IsAdminUser]
+    serializer_class = SuspensionSerializer
+
+    @extend_schema(
+        parameters=[SuspensionQuerySerializer],
+        responses={200: SuspensionSerializer(many=True), 400: ApiErrorSerializer},
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Suspensions; ``?active=1`` only those in force (0: only lifted), ``?user=<username>``
+        only that user's."""
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Suspension]:
+        query = SuspensionQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return suspensions_filtered(
+            active=query.validated_data.get("active"),
+            username=query.validated_data.get("user"),
+        )
+
+    @extend_schema(
+        request=SuspendSerializer,
+        responses={
+            200: SuspensionSerializer,
+            201: SuspensionSerializer,
+            400: ApiErrorSerializer,
+            403: ApiErrorSerializer,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        """Suspend a user: 201 with the new suspension (their session is stopped and they are
+        told by e-mail), or 200 with the suspension already in force.
+
+        Errors: 400 ``unknown_user``, ``own_suspension``, ``invalid`` for a malformed body
+        (e.g. a blank reason, evidence that is not an object).
+        """
+        serializer = SuspendSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        username = serializer.validated_data["user"]
+        try:
+            user = get_user_model()._default_manager.get_by_natural_key(username)
+        except get_user_model().DoesNotExist:
+            raise ApiError(
+                status.HTTP_400_BAD_REQUEST, f"There is no user {username!r}.", "unknown_user"
+            ) from None
+        # Only for the status code: the service itself returns the suspension in force.
+        existing = suspension_active_for(user)
+        if existing is not None:
+            return Response(SuspensionSerializer(existing).data, status=status.HTTP_200_OK)
+        try:
+            suspension = suspension_impose(
+                user=user,
+                reason=serializer.validated_data["reason"],
+                imposed_by=_staff(request),
+                evidence=serializer.validated_data.get("evidence") or {},
+            )
+        except SuspensionError as exc:
+            raise _api_error(exc) from None
+        suspension = suspension_by_id(suspension.pk) or suspension
+        return Response(SuspensionSerializer(suspension).data, status=status.HTTP_201_CREATED)
+
+
+class SuspensionLiftView(APIView):
+    """Reinstate a suspended user, with the investigation note."""
+
+    permission_classes = [PortalAccess, IsAdminUser]
+
+    @extend_schema(
+        request=LiftSerializer,
+        responses={
+            200: SuspensionSerializer,
+            400: ApiErrorSerializer,
+            404: ApiErrorSerializer,
+            409: ApiErrorSerializer,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """200 with the lifted suspension; the user is told by e-mail (not the note).
+
+        Errors: 400 ``note_required`` for a blank note, ``own_suspension``; 404
+        ``suspension_not_found``; 409 ``already_lifted``.
+        """
+        serializer = LiftSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        suspension = suspension_by_id(pk)
+        if suspension is None:
+            raise ApiError(
+                status.HTTP_404_NOT_FOUND,
+                f"There is no suspension {pk}.",
+                "suspension_not_found",
+            )
+        try:
+            suspension = suspension_lift(
+                suspension=suspension,
+                lifted_by=_staff(request),
+                note=serializer.validated_data["note"],
+            )
+        except SuspensionError as exc:
+            raise _api_error(exc) from None
+        return Response(SuspensionSerializer(suspension).data)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 
 from accounts_app.pages import refusal_page
 from accounts_app.policy import Refusal, access_refusal
@@ -29,5 +30,8 @@ class PortalAdminSite(admin.AdminSite):
         # Anonymous people and missing second factors never get here: the access middleware
         # sends them to the portal's sign-in and second-factor pages (no admin password form,
         # no redirect loop). Who arrives is signed in and verified, but not staff.
+        if self.has_permission(request):
+            # Staff following an old link to the admin's sign-in page.
+            return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
         refusal = access_refusal(request.user) or STAFF_ONLY
         return refusal_page(request, refusal)

@@ -13,11 +13,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.core.exceptions import SuspiciousOperation
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
-from mozilla_django_oidc.views import OIDCAuthenticationCallbackView
+from mozilla_django_oidc.views import (
+    OIDCAuthenticationCallbackView,
+    OIDCAuthenticationRequestView,
+)
 
 from accounts_app.models import OidcIdentity
 from accounts_app.policy import NOT_OPEN_MESSAGE, access_group, oidc_enabled
@@ -182,6 +185,16 @@ class PortalCallbackView(OIDCAuthenticationCallbackView):
         self.request.session.pop(REFUSAL_SESSION_KEY, None)
         if getattr(self.user, "_portal_mfa_by_provider", False):
             second_factor_mark(self.request, "provider")
+        return response
+
+
+class PortalAuthenticationRequestView(OIDCAuthenticationRequestView):
+    """The start of the provider's round trip; there is none while OIDC is off."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if not oidc_enabled():
+            raise Http404("Signing in with an identity provider is not configured here.")
+        response: HttpResponse = super().get(request)
         return response
 
 

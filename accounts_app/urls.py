@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from django.urls import path
-from mozilla_django_oidc.views import OIDCAuthenticationRequestView
 
 from accounts_app import views
 from accounts_app.access import public_view
-from accounts_app.oidc import PortalCallbackView
+from accounts_app.oidc import PortalAuthenticationRequestView, PortalCallbackView
 
 urlpatterns = [
     path("login/", views.login_view, name="login"),
@@ -15,7 +14,7 @@ urlpatterns = [
     path("logout/", views.logout_view, name="logout"),
     path(
         "oidc/authenticate/",
-        public_view(OIDCAuthenticationRequestView.as_view()),
+        public_view(PortalAuthenticationRequestView.as_view()),
         name="oidc_authentication_init",
     ),
     path(

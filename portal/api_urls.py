@@ -1,15 +1,15 @@
 """URLs of REST API v1 (``/api/v1/``)."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 
 from accounts_app import api as accounts_api
+from portal.api_schema import SchemaView
 from sessions_app import api as sessions_api
 from suspension_app import api as suspension_api
 from terms_app import api as terms_api
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema/", SchemaView.as_view(), name="api-schema"),
     path("environments/", sessions_api.EnvironmentListView.as_view(), name="api-environments"),
     path("terms/current/", terms_api.CurrentTermsView.as_view(), name="api-terms-current"),
     path("terms/accept/", terms_api.AcceptTermsView.as_view(), name="api-terms-accept"),

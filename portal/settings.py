@@ -225,6 +225,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Jupyter launcher portal API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The document lists staff endpoints too: the same guard as every other endpoint.
+    "SERVE_PERMISSIONS": ["accounts_app.permissions.PortalAccess"],
 }
 
 # --- Celery ---------------------------------------------------------------------------------------

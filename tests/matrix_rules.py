@@ -1,0 +1,418 @@
+"""The authorization matrix's policy table: for every route, what each kind of caller gets.
+
+Read it as documentation of the access policy (service rules 1, 2 and 11, and the REST API's
+"every endpoint applies the same policy as the web pages"). ``tests/test_authorization_matrix
+.py`` walks the URL configuration, fails if a route has no rule here, and requests every rule
+as every actor.
+
+The columns (actors), each a signed-in user unless said otherwise:
+
+=================  ==========================================================================
+``anonymous``      nobody signed in
+``unverified``     the staff member, signed in *without* the second factor: the most
+                   privileged user, so that only the second factor stands in the way
+``outsider``       passed the second factor, but outside the access policy (not the operator's
+                   staff)
+``terms``          an admitted user (not staff) who passed the second factor; the current terms
+                   are published and they have not accepted them
+``suspended``      the staff member, passed the second factor, with a suspension in force
+                   (imposed by another staff member): again the most privileged user, so that
+                   only the suspension stands in the way
+``others``         the admitted user (terms accepted, second factor passed) acting on objects of
+                   another user: URLs name the other user's token or suspension; routes without
+                   an object id must neither show nor touch the other user's token and running
+                   session, which exist
+``staff``          the staff member (``is_staff``, superuser), second factor passed, terms
+                   accepted
+=================  ==========================================================================
+
+Every signed-in actor has a confirmed authenticator app (TOTP device), as real users do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts_app.policy import NOT_OPEN_MESSAGE
+from portal.models import ApiToken
+from portal.tokens import token_issue
+from sessions_app.models import Environment, Session
+from suspension_app.models import Suspension
+from suspension_app.services import suspension_impose
+
+ANON = "anonymous"
+UNVERIFIED = "unverified"
+OUTSIDER = "outsider"
+TERMS = "terms"
+SUSPENDED = "suspended"
+OTHERS = "others"
+STAFF = "staff"
+ACTORS = (ANON, UNVERIFIED, OUTSIDER, TERMS, SUSPENDED, OTHERS, STAFF)
+
+SUSPENSION_REASON = "Matrix test: scratch cleanup circumvented."
+STAFF_ONLY_MESSAGE = "The administration pages are for the operator's staff."
+
+
+# --- What a request should answer -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The expected answer: a status, and optionally the API error ``code``, the redirect
+    target (``redirect`` path; ``next``: it carries ``?next=<the page asked for>``, or this
+    exact ``next`` if a string), a text
+    the page shows, and a redirect to follow once (``then``). ``data`` replaces the rule's
+    request body for this actor only."""
+
+    status: int
+    code: str | None = None
+    redirect: str | None = None
+    next: bool | str = False
+    text: str | None = None
+    then: Expect | None = None
+    data: Mapping[str, Any] | None = None
+
+    def __str__(self) -> str:
+        parts = [str(self.status)]
+        if self.code:
+            parts.append(self.code)
+        if self.redirect:
+            parts.append(f"→ {self.redirect}" + ("?next=…" if self.next else ""))
+        if self.then:
+            parts.append(f"then {self.then}")
+        return " ".join(parts)
+
+
+OK = Expect(200)
+NO_CONTENT = Expect(204)
+
+# Pages: the access middleware (accounts_app.middleware) answers before the view.
+PAGE_LOGIN = Expect(302, redirect="/login/", next=True)
+PAGE_SECOND_FACTOR = Expect(302, redirect="/account/second-factor/", next=True)
+PAGE_NOT_OPEN = Expect(403, text=NOT_OPEN_MESSAGE)
+PAGE_SUSPENDED = Expect(403, text=SUSPENSION_REASON)
+PAGE_GUARD = {
+    ANON: PAGE_LOGIN,
+    UNVERIFIED: PAGE_SECOND_FACTOR,
+    OUTSIDER: PAGE_NOT_OPEN,
+    SUSPENDED: PAGE_SUSPENDED,
+}
+
+# The API: its permission classes (accounts_app.permissions.PortalAccess) answer in JSON.
+API_UNAUTHENTICATED = Expect(401, code="not_authenticated")
+API_SECOND_FACTOR = Expect(403, code="second_factor_required")
+API_NOT_OPEN = Expect(403, code="access_denied")
+API_SUSPENDED = Expect(403, code="suspended")
+API_GUARD = {
+    ANON: API_UNAUTHENTICATED,
+    UNVERIFIED: API_SECOND_FACTOR,
+    OUTSIDER: API_NOT_OPEN,
+    SUSPENDED: API_SUSPENDED,
+}
+
+# The admin: the middleware first, then the admin site's own check (staff only), which sends
+# non-staff to its login view, which shows them the refusal.
+ADMIN_STAFF_ONLY_PAGE = Expect(403, text=STAFF_ONLY_MESSAGE)
+ADMIN_STAFF_ONLY = Expect(302, redirect="/admin/login/", next=True, then=ADMIN_STAFF_ONLY_PAGE)
+ADMIN = {**PAGE_GUARD, TERMS: ADMIN_STAFF_ONLY, OTHERS: ADMIN_STAFF_ONLY, STAFF: OK}
+# The staff API (/api/v1/admin/...): the API's guard, and staff only.
+API_STAFF_ONLY = Expect(403, code="permission_denied")
+API_ADMIN_GUARD = {**API_GUARD, TERMS: API_STAFF_ONLY, OTHERS: API_STAFF_ONLY}
+
+# The second factor's own pages and sign-out: signed in is enough (``signed_in_view``).
+SIGNED_IN_ONLY = {ANON: PAGE_LOGIN}
+SECOND_FACTOR_FORM = Expect(302, redirect="/account/second-factor/", next="/")
+# Sign-in and the provider's round trip: anyone (``public_view``).
+
+
+# --- The objects that URLs name ---------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """The rows one case needs, made on first use.
+
+    ``target`` owns the objects that URLs name: the other user for ``others``, the actor
+    themself otherwise (the owner for ``anonymous``). ``bystander`` is a third user whose
+    suspension staff routes point at.
+    """
+
+    actor: str
+    user: User | None
+    target: User
+    bystander: User
+    staff: User
+    environment: Environment
+    planted: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def token(self) -> ApiToken:
+        """A live API token of ``target``."""
+        raw = token_issue(user=self.target, name="matrix")
+        return ApiToken.objects.get(prefix=raw[:12])
+
+    @cached_property
+    def suspension(self) -> Suspension:
+        """A suspension in force, of the bystander."""
+        return suspension_impose(user=self.bystander, reason="Bystander.", imposed_by=self.staff)
+
+    def running_session(self, user: User) -> Session:
+        now = timezone.now()
+        return Session.objects.create(
+            user=user,
+            environment=self.environment,
+            state=Session.State.RUNNING,
+            created_at=now,
+            started_at=now,
+            expires_at=now + self.environment.max_duration,
+            url="http://127.0.0.1:1/user/matrix/",
+        )
+
+
+# --- The rules --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One request (``method`` on the route's URL, with ``data`` as its body: a form for pages,
+    JSON for the API) and what each actor gets."""
+
+    route: str
+    method: str
+    expect: Mapping[str, Expect]
+    url: Callable[[World], str] | None = None  # default: reverse(route)
+    data: Mapping[str, Any] | None = None
+
+    def build_url(self, world: World) -> str:
+        return self.url(world) if self.url is not None else reverse(self.route)
+
+
+def _admin_change(route: str, obj: Callable[[World], Any]) -> Callable[[World], str]:
+    return lambda w: reverse(route, args=[obj(w).pk])
+
+
+TOO_LONG_NAME = {"name": "x" * 101}  # an invalid body: refused by the form, nothing written
+LAUNCH = {"environment": "ecmwf-dss"}
+# Launching for real is not this test's business (no worker runs): callers allowed to launch
+# ask for an environment that doesn't exist, which the launch service itself refuses.
+LAUNCH_NOWHERE = {"environment": "no-such-environment"}
+
+RULES: list[Rule] = [
+    # --- Sign-in, sign-out, the identity provider's round trip: public -------------------------
+    Rule("login", "GET", {a: OK for a in ACTORS}),
+    Rule("login-failed", "GET", {a: Expect(401) for a in ACTORS}),
+    Rule("logout", "GET", {ANON: Expect(302, redirect="/login/"), **{a: OK for a in ACTORS[1:]}}),
+    Rule(
+        "oidc_logout",
+        "GET",
+        {ANON: Expect(302, redirect="/login/"), **{a: OK for a in ACTORS[1:]}},
+    ),
+    # With OIDC off (the embedded default, as here) there is no provider to send anyone to.
+    Rule("oidc_authentication_init", "GET", {a: Expect(404) for a in ACTORS}),
+    Rule(
+        "oidc_authentication_callback",
+        "GET",
+        {a: Expect(302, redirect="/login/failed/") for a in ACTORS},
+    ),
+    # --- The second factor's own pages: signed in is enough ------------------------------------
+    Rule(
+        "second-factor",
+        "GET",
+        {
+            **SIGNED_IN_ONLY,
+            UNVERIFIED: OK,  # the code form
+            # Already passed: on to ``next`` (the launcher).
+            **{a: Expect(302, redirect="/") for a in (OUTSIDER, TERMS, SUSPENDED, OTHERS, STAFF)},
+        },
+    ),
+    Rule(
+        "second-factor-setup",
+        "GET",
+        # Replacing a working authenticator takes a backup code (the reset form), never a bare
+        # sign-in: everyone here has one, so the set-up page sends them to the code form.
+        {**SIGNED_IN_ONLY, **{a: SECOND_FACTOR_FORM for a in ACTORS[1:]}},
+    ),
+    Rule(
+        "second-factor-reset",
+        "POST",
+        {**SIGNED_IN_ONLY, **{a: Expect(400) for a in ACTORS[1:]}},
+        data={"code": ""},
+    ),
+    # --- The account page and its forms: the full policy ----------------------------------------
+    Rule("account", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule(
+        "token-create",
+        "POST",
+        {**PAGE_GUARD, TERMS: Expect(400), OTHERS: Expect(400), STAFF: Expect(400)},
+        data=TOO_LONG_NAME,
+    ),
+    Rule(
+        "token-revoke",
+        "POST",
+        {
+            **PAGE_GUARD,
+            TERMS: Expect(302, redirect="/account/"),
+            OTHERS: Expect(404, text="No such token."),
+            STAFF: Expect(302, redirect="/account/"),
+        },
+        url=lambda w: reverse("token-revoke", args=[w.token.pk]),
+    ),
+    Rule("backup-codes-new", "POST", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    # --- Sessions and terms pages ---------------------------------------------------------------
+    Rule("launcher", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule(
+        "launcher",
+        "POST",
+        {
+            **PAGE_GUARD,
+            # Reading is fine, launching is not: the form asks for the terms first.
+            TERMS: Expect(400, text="Please read the terms of use and tick"),
+            # Another user's running session is not a reason to go to /session/.
+            OTHERS: Expect(400, text="There is no environment", data=LAUNCH_NOWHERE),
+            STAFF: Expect(400, text="There is no environment", data=LAUNCH_NOWHERE),
+        },
+        data=LAUNCH,
+    ),
+    Rule("session", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule(
+        "session-status",
+        "GET",
+        {
+            **PAGE_GUARD,
+            TERMS: Expect(404, code="no_session"),
+            OTHERS: Expect(404, code="no_session"),
+            STAFF: Expect(404, code="no_session"),
+        },
+    ),
+    Rule(
+        "session-stop",
+        "POST",
+        {
+            **PAGE_GUARD,
+            **{a: Expect(302, redirect="/session/") for a in (TERMS, OTHERS, STAFF)},
+        },
+    ),
+    Rule("terms", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    # --- REST API v1 ----------------------------------------------------------------------------
+    # "Every endpoint applies the same policy as the web pages", the OpenAPI document included.
+    Rule("api-schema", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule("api-environments", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule("api-terms-current", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule(
+        "api-terms-accept",
+        "POST",
+        {**API_GUARD, **{a: Expect(400, code="invalid") for a in (TERMS, OTHERS, STAFF)}},
+        data={},
+    ),
+    Rule(
+        "api-session",
+        "GET",
+        {**API_GUARD, **{a: Expect(404, code="no_active_session") for a in (TERMS, OTHERS, STAFF)}},
+    ),
+    Rule(
+        "api-session",
+        "POST",
+        {
+            **API_GUARD,
+            TERMS: Expect(403, code="terms_not_accepted"),
+            OTHERS: Expect(400, code="unknown_environment", data=LAUNCH_NOWHERE),
+            STAFF: Expect(400, code="unknown_environment", data=LAUNCH_NOWHERE),
+        },
+        data=LAUNCH,
+    ),
+    Rule(
+        "api-session",
+        "DELETE",
+        {**API_GUARD, **{a: Expect(404, code="no_active_session") for a in (TERMS, OTHERS, STAFF)}},
+    ),
+    Rule("api-sessions", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule("api-tokens", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule(
+        "api-tokens",
+        "POST",
+        {**API_GUARD, **{a: Expect(400, code="invalid") for a in (TERMS, OTHERS, STAFF)}},
+        data=TOO_LONG_NAME,
+    ),
+    Rule(
+        "api-token",
+        "DELETE",
+        {**API_GUARD, TERMS: NO_CONTENT, OTHERS: Expect(404, code="not_found"), STAFF: NO_CONTENT},
+        url=lambda w: reverse("api-token", args=[w.token.pk]),
+    ),
+    # --- The staff API: the API's guard, then staff only ----------------------------------------
+    Rule("api-admin-suspensions", "GET", {**API_ADMIN_GUARD, STAFF: OK}),
+    Rule(
+        "api-admin-suspensions",
+        "POST",
+        {**API_ADMIN_GUARD, STAFF: Expect(400, code="invalid")},
+        data={},
+    ),
+    Rule(
+        "api-admin-suspension-lift",
+        "POST",
+        {**API_ADMIN_GUARD, STAFF: Expect(400, code="invalid")},
+        url=lambda w: reverse("api-admin-suspension-lift", args=[w.suspension.pk]),
+        data={},
+    ),
+    # --- The admin: these are requested; every other admin route follows ADMIN_PATTERN ---------
+    Rule("admin:index", "GET", ADMIN),
+    Rule(
+        "admin:login",
+        "GET",
+        {
+            **ADMIN,
+            TERMS: ADMIN_STAFF_ONLY_PAGE,
+            OTHERS: ADMIN_STAFF_ONLY_PAGE,
+            # Staff who are already in are taken to the index, as Django's admin does.
+            STAFF: Expect(302, redirect="/admin/"),
+        },
+    ),
+    Rule(
+        "admin:auth_user_change",
+        "GET",
+        ADMIN,
+        url=_admin_change("admin:auth_user_change", lambda w: w.target),
+    ),
+    Rule(
+        "admin:portal_apitoken_change",
+        "GET",
+        ADMIN,
+        url=_admin_change("admin:portal_apitoken_change", lambda w: w.token),
+    ),
+    Rule(
+        "admin:suspension_app_suspension_change",
+        "GET",
+        ADMIN,
+        url=_admin_change("admin:suspension_app_suspension_change", lambda w: w.suspension),
+    ),
+    Rule(
+        "admin:suspension_app_suspension_reinstate",
+        "GET",
+        ADMIN,
+        url=_admin_change("admin:suspension_app_suspension_reinstate", lambda w: w.suspension),
+    ),
+]
+
+# Every other admin route (add, delete, history, password change, the catch-all, …) is covered
+# by this pattern: the same guard (middleware, then ``PortalAdminSite.has_permission``) answers
+# all of them. Their names (or, unnamed, their paths) start with these prefixes. Every model's
+# changelist is requested as well (see ``admin_changelist_rules``).
+ADMIN_PATTERN = ("admin:", "admin/")
+ADMIN_PATTERN_EXPECT = ADMIN
+
+# Routes from other people's code that are not this project's pages. Empty: the URL
+# configuration has none (static files are served by WhiteNoise's middleware, not a route;
+# ``django.contrib.staticfiles`` adds a route only with DEBUG on and ``runserver``).
+EXCLUDED: dict[str, str] = {}
+
+# Cells where the application does not (yet) follow the policy above: the test expects them to
+# fail (strict xfail), so a fix shows up as an unexpected pass; then delete the entry. Key:
+# (route, method, actor).
+KNOWN_BUGS: dict[tuple[str, str, str], str] = {}

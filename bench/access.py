@@ -1,0 +1,656 @@
+"""Access-guard benchmark: what authenticating and guarding one request costs, per way in.
+
+Starts the portal for real (gunicorn, one process, on a fresh PostgreSQL database) as a relying
+party of the test OpenID Connect provider (``tests.idp.provider``, its own process), and
+measures in one run, interleaved so that a noisy machine hits every path alike:
+
+- ``GET /api/v1/environments/`` with a portal token (``jlp_…``), with the provider's access
+  token (checked at the provider's userinfo endpoint on every request) and with a browser
+  session that passed the second factor;
+- ``GET /terms/``, a page, with that browser session (the pages' middleware guard);
+- ``GET /login/``, anonymous: a public page that skips the guard, the floor;
+- the provider's userinfo endpoint alone, called as the portal calls it.
+
+Per path: latency of sequential requests (median, p90), requests/s with 8 concurrent clients
+(8 different users), the portal's CPU per request, and the SQL queries per request (counted
+in this process with Django's test client on the same database). It writes the "Access guard"
+section of ``docs/benchmarks.md`` and raw JSON under ``bench/results/``.
+Usage: ``.venv/bin/python bench/access.py [--requests 500] [--server postgres://…]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import psutil
+import psycopg
+from psycopg import sql
+
+if TYPE_CHECKING:
+    from tests.idp.provider import OidcProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+# The bench's own database, created fresh and dropped at the end: never one named by the
+# environment's DATABASE_URL, which may be somebody's data.
+DATABASE = "portal_bench_access"
+SERVER = "postgres://postgres@127.0.0.1:5432"
+# One gunicorn process, threaded as `make run` starts each of its processes; without the
+# control socket, whose default path (~/.gunicorn/) every other gunicorn here shares.
+WEB = (
+    "-m gunicorn portal.wsgi:application --bind {address} --worker-class gthread --workers 1 "
+    "--threads 16 --no-control-socket"
+)
+API = "/api/v1/environments/"
+CLIENTS = 8  # concurrent clients, each a different user
+WARMUP = 50  # uncounted requests per path before the sequential rounds
+BLOCK = 25  # sequential requests per path in a row before the next path's turn
+PER_ROUND = 240  # requests per concurrent round (all clients together)
+ROUNDS = 10  # concurrent rounds per path
+QUERY_SAMPLES = 10  # in-process requests per path whose queries are counted
+BREAKDOWN_SAMPLES = 100  # in-process timings of each part of the guard
+# The guard's parts timed alone, in this process (``Bench.time_parts``).
+PART_NAMES = ("token_resolve", "userinfo", "user_for_claims", "access_refusal")
+SESSION_HOURS = 24  # how long the sessions' ID tokens count as fresh (no re-check meanwhile)
+REPORT = """## Access guard
+
+Measured {date} with `{command}` on {nproc} CPUs ({cpu}), {ram_gib} GiB RAM, Linux {kernel},
+Python {python}, Django {django}, gunicorn {gunicorn}, PostgreSQL {postgresql}; load average
+{load_before:.2f} (1 min) before the run (other work on the machine makes the figures noisy:
+compare the ratios, which come from one run with the paths interleaved).
+
+| request | median | p90 | vs portal token | req/s, {clients} clients | vs portal token | SQL queries per request | portal CPU per request |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+{notes}
+
+Peak resident memory of the portal (gunicorn: master and one process × 16 threads):
+{rss_total:.0f} MB, of which the serving process {rss_worker:.0f} MB ({rss_worker_start:.0f} MB
+after start-up). The test provider used {provider_cpu:.1f} ms of CPU per provider-token request
+on the same CPUs, which lowers that path's requests/s here more than a provider on a machine
+of its own would.
+
+API: `GET {api}`, the launchable environments as JSON. Latency: {requests} sequential
+requests per path on a keep-alive connection, in blocks of {block} taking turns, after {warmup}
+uncounted ones. Requests/s: {clients} clients (threads, each its own user and connection)
+sending {per_round} requests together, median of {rounds} rounds per path, taking turns. Queries: Django's test client in the benchmark's process on
+the same database, most frequent count of {query_samples} requests after one uncounted.
+CPU: user + system time of the gunicorn processes during the sequential requests. The portal
+is a relying party of `tests.idp.provider` (django-oidc-provider under `runserver` with
+SQLite, on the same machine: no network between them, so a real provider adds its network
+round trip on top). Raw figures: `bench/results/` (not in git).
+"""  # noqa: E501 (a Markdown table row is one line)
+
+
+# --- Processes and the database ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(command: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a process group of its own, output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, **kwargs,
+        )  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def recreate_database(server: str, drop_only: bool = False) -> None:
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        name = sql.Identifier(DATABASE)
+        # FORCE: connections an interrupted run left open must not keep the database alive.
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        if not drop_only:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One way in: a URL and, per client, the headers that authenticate it."""
+
+    key: str
+    label: str
+    url: str
+    headers: list[dict[str, str]]
+    # A new connection per request: how the portal calls the provider (``requests.get``).
+    fresh: bool = False
+
+
+class Client:
+    """A keep-alive HTTP/1.1 client with little overhead of its own (no ``requests``)."""
+
+    def __init__(self, target: Target, index: int = 0) -> None:
+        parts = urlsplit(target.url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.headers = target.headers[index % len(target.headers)]
+        self.fresh, self.label = target.fresh, target.label
+        self.conn: http.client.HTTPConnection | None = None
+
+    def get(self) -> float:
+        """One request; seconds from sending it until the whole answer has arrived."""
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        t0 = time.perf_counter()
+        self.conn.request("GET", self.path, headers=self.headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        elapsed = time.perf_counter() - t0
+        if response.status != 200:
+            raise RuntimeError(f"{self.label}: {response.status} {body[:300]!r}")
+        if self.fresh or response.will_close:
+            self.close()
+        return elapsed
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def wait_until_answers(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(url)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the web server exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=5)
+            conn.request("GET", parts.path)
+            if conn.getresponse().status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+# --- The benchmark ------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    var: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="portal-bench-")))
+    env: dict[str, str] = field(default_factory=dict)
+    web: subprocess.Popen[bytes] | None = None
+    base: str = ""
+    targets: list[Target] = field(default_factory=list)
+    rss: dict[str, int] = field(default_factory=lambda: {"total": 0, "worker": 0})
+    done: threading.Event = field(default_factory=threading.Event)
+    provider_process: psutil.Process | None = None
+    rss_worker_start: int = 0
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def web_processes(self) -> list[psutil.Process]:
+        assert self.web is not None
+        master = psutil.Process(self.web.pid)
+        return [master, *master.children(recursive=True)]
+
+    def sample_rss(self) -> None:
+        while not self.done.wait(0.1):
+            try:
+                procs = self.web_processes()
+                rss = [proc.memory_info().rss for proc in procs]
+            except psutil.Error:
+                continue
+            self.rss["total"] = max(self.rss["total"], sum(rss))
+            self.rss["worker"] = max(self.rss["worker"], max(rss[1:], default=0))
+
+    def setup(self, provider: OidcProvider) -> dict[str, Any]:
+        """Database, users, tokens, the web server, sessions; returns what is measured
+        in this process (queries per request, the parts of the guard timed alone)."""
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DATABASE_URL": f"{self.args.server}/{DATABASE}",
+            "PORTAL_VAR_DIR": str(self.var / "portal"),
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ACCESS_GROUP": "staff",
+            **provider.portal_settings(),
+        }
+        for name in ("LOCAL_LOGIN", "OIDC_RENEW_SECONDS", "CELERY_BROKER_URL"):
+            self.env.pop(name, None)  # the defaults: OIDC on, local sign-in off
+        recreate_database(self.args.server)
+        self.manage("migrate", "--noinput")
+
+        # This process reads the same database with the portal's settings: users, sessions
+        # and the query counts come from here.
+        os.environ.update(self.env)
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        from django.contrib.auth.models import Group, User
+
+        group, _ = Group.objects.get_or_create(name="staff")
+        tokens = []
+        for i in range(CLIENTS):
+            # Members of the access group, not staff: the policy check asks the database.
+            user = User.objects.create_user(username=f"bench-token-{i}")
+            user.groups.add(group)
+            tokens.append(self.manage("issue_token", user.username).strip())
+        password = secrets.token_urlsafe(16)
+        access_tokens = []
+        for i in range(CLIENTS):
+            provider.add_user(f"bench-oidc-{i}", password, groups=["staff"], mfa=True)
+            grant = provider.password_grant(f"bench-oidc-{i}", password)
+            access_tokens.append(grant["access_token"])
+
+        self.base = f"http://127.0.0.1:{free_port()}"
+        command = [sys.executable, *WEB.format(address=self.base[7:]).split()]
+        self.web = start(command, self.var / "web.log", cwd=ROOT, env=self.env)
+        wait_until_answers(f"{self.base}/login/", self.web)
+        threading.Thread(target=self.sample_rss, daemon=True).start()
+
+        def bearer(raw: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {raw}"}
+
+        oidc = Target("oidc", "API, provider access token", self.base + API,
+                      [bearer(raw) for raw in access_tokens])  # fmt: skip
+        for i in range(CLIENTS):
+            Client(oidc, i).get()  # the first call creates the portal user of the identity
+        cookies = self.browser_sessions()
+        self.targets = [
+            Target("token", "API, portal token (`jlp_…`)", self.base + API,
+                   [bearer(raw) for raw in tokens]),
+            oidc,
+            Target("session", "API, browser session (second factor passed)", self.base + API,
+                   cookies),
+            Target("page", "page `GET /terms/`, browser session", f"{self.base}/terms/",
+                   cookies),
+            Target("login", "page `GET /login/`, anonymous (public: no guard)",
+                   f"{self.base}/login/", [{}]),
+            Target("userinfo", "the provider's userinfo alone, a new connection each time",
+                   provider.userinfo_endpoint, [bearer(raw) for raw in access_tokens],
+                   fresh=True),
+        ]  # fmt: skip
+        for target in self.targets:
+            for i in range(CLIENTS):
+                Client(target, i).get()  # every credential works before anything is timed
+        self.rss_worker_start = max(p.memory_info().rss for p in self.web_processes()[1:])
+        me = psutil.Process()
+        runservers = [p for p in me.children() if "runserver" in " ".join(p.cmdline())]
+        self.provider_process = runservers[0] if runservers else None
+        return {
+            "queries": self.count_queries(),
+            "parts": self.time_parts(tokens[0], access_tokens[0]),
+        }
+
+    def browser_sessions(self) -> list[dict[str, str]]:
+        """Cookies of sessions as the provider's sign-in leaves them: its back-end, the second
+        factor passed (the provider asserted it), an ID token that is still fresh."""
+        from django.conf import settings
+        from django.contrib.auth.models import User
+        from django.test import Client as DjangoClient
+
+        from accounts_app.second_factor import SESSION_KEY
+
+        cookies = []
+        for i in range(CLIENTS):
+            client = DjangoClient()
+            client.force_login(
+                User.objects.get(username=f"bench-oidc-{i}"),
+                backend="accounts_app.oidc.PortalOidcBackend",
+            )
+            session = client.session
+            session[SESSION_KEY] = "provider"
+            session["oidc_id_token_expiration"] = time.time() + SESSION_HOURS * 3600
+            session.save()
+            cookies.append({"Cookie": f"{settings.SESSION_COOKIE_NAME}={session.session_key}"})
+        return cookies
+
+    def count_queries(self) -> dict[str, Any]:
+        """SQL queries per request of each portal path, in this process (Django's client)."""
+        from django.db import connection
+        from django.test import Client as DjangoClient
+        from django.test.utils import CaptureQueriesContext
+
+        counted: dict[str, Any] = {}
+        for target in self.targets:
+            if not target.url.startswith(self.base):
+                continue  # the provider's
+            path = target.url[len(self.base) :]
+            headers = {k.lower(): v for k, v in target.headers[0].items() if k != "Cookie"}
+            client = DjangoClient(HTTP_HOST="127.0.0.1", headers=headers)
+            if "Cookie" in target.headers[0]:
+                name, value = target.headers[0]["Cookie"].split("=", 1)
+                client.cookies[name] = value
+            client.get(path)
+            counts, sqls = [], []
+            for _ in range(QUERY_SAMPLES):
+                with CaptureQueriesContext(connection) as captured:
+                    response = client.get(path)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{target.label} in-process: {response.status_code}")
+                counts.append(len(captured.captured_queries))
+                sqls = [query["sql"] for query in captured.captured_queries]
+            mode = collections.Counter(counts).most_common(1)[0][0]
+            counted[target.key] = {"counts": counts, "mode": mode, "sql": sqls}
+        connection.close()
+        return counted
+
+    def time_parts(self, token: str, access_token: str) -> dict[str, Any]:
+        """Seconds of the guard's parts, called as a request calls them: the portal token's
+        look-up; the provider's userinfo, then ``user_for_claims`` (the provider-token check);
+        the access policy with the suspension check. And the pages' re-check interval."""
+        from django.conf import settings
+        from django.db import connection
+
+        from accounts_app.oidc import PortalOidcBackend, user_for_claims
+        from accounts_app.policy import access_refusal
+        from portal.tokens import token_resolve
+
+        def resolve() -> Any:
+            return token_resolve(token)
+
+        def userinfo() -> Any:
+            return PortalOidcBackend().get_userinfo(access_token, None, None)
+
+        user = resolve().user
+        claims = userinfo()
+        parts = {
+            "token_resolve": resolve,
+            "userinfo": userinfo,
+            "user_for_claims": lambda: user_for_claims(claims),
+            "access_refusal": lambda: access_refusal(user),
+        }
+        timings: dict[str, Any] = {}
+        for name, call in parts.items():
+            samples = []
+            for i in range(BREAKDOWN_SAMPLES + 5):  # the first few uncounted
+                t0 = time.perf_counter()
+                call()
+                if i >= 5:
+                    samples.append(time.perf_counter() - t0)
+            timings[name] = samples
+        connection.close()
+        timings["renew_seconds"] = settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS
+        return timings
+
+    def sequential(self) -> dict[str, Any]:
+        """Latency of requests one after another, the paths taking turns in blocks."""
+        for target in self.targets:
+            client = Client(target)
+            for _ in range(WARMUP):
+                client.get()
+            client.close()
+        times: dict[str, list[float]] = {t.key: [] for t in self.targets}
+        cpu = dict.fromkeys(times, 0.0)
+        provider_cpu = dict.fromkeys(times, 0.0)
+        provider = [self.provider_process] if self.provider_process else []
+        blocks = max(1, self.args.requests // BLOCK)
+        for block in range(blocks):
+            shift = block % len(self.targets)
+            for target in self.targets[shift:] + self.targets[:shift]:
+                client = Client(target)
+                client.get()  # uncounted: opens the connection
+                procs = self.web_processes()
+                before, before_provider = cpu_seconds(procs), cpu_seconds(provider)
+                times[target.key].extend(client.get() for _ in range(BLOCK))
+                cpu[target.key] += cpu_seconds(procs) - before
+                provider_cpu[target.key] += cpu_seconds(provider) - before_provider
+                client.close()
+            print(f"sequential block {block + 1}/{blocks}", flush=True)
+        count = blocks * BLOCK
+        return {
+            "times": times,
+            "cpu_per_request": {key: value / count for key, value in cpu.items()},
+            "provider_cpu_per_request": {k: v / count for k, v in provider_cpu.items()},
+        }
+
+    def concurrent_round(self, target: Target) -> float:
+        clients = [Client(target, i) for i in range(CLIENTS)]
+        for client in clients:
+            client.get()  # uncounted: opens the connections
+        each = PER_ROUND // CLIENTS
+
+        def run(client: Client) -> None:
+            for _ in range(each):
+                client.get()
+            client.close()
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(run, clients))
+            return each * CLIENTS / (time.perf_counter() - t0)
+
+    def concurrent(self) -> dict[str, list[float]]:
+        rates: dict[str, list[float]] = {t.key: [] for t in self.targets}
+        for i in range(ROUNDS):
+            shift = i % len(self.targets)
+            for target in self.targets[shift:] + self.targets[:shift]:
+                rates[target.key].append(self.concurrent_round(target))
+            print(f"concurrent round {i + 1}/{ROUNDS}", flush=True)
+        return rates
+
+    def cleanup(self) -> None:
+        self.done.set()
+        if self.web is not None:
+            kill_group(self.web)
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        with contextlib.suppress(Exception):
+            recreate_database(self.args.server, drop_only=True)
+        shutil.rmtree(self.var, ignore_errors=True)
+
+
+# --- The report ---------------------------------------------------------------------------------
+
+
+def machine(server: str) -> dict[str, Any]:
+    model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    with psycopg.connect(f"{server}/postgres") as conn:
+        postgres = conn.execute("SHOW server_version").fetchone() or ("?",)
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model.group(1) if model else platform.machine(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "django": version("django"),
+        "gunicorn": version("gunicorn"),
+        "postgresql": postgres[0].split()[0],
+    }
+
+
+def summarise(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    summary = {}
+    for key, times in results["sequential"]["times"].items():
+        summary[key] = {
+            "median_ms": statistics.median(times) * 1000,
+            "p90_ms": statistics.quantiles(times, n=10)[-1] * 1000,
+            "rps": statistics.median(results["concurrent"][key]),
+            "cpu_ms": results["sequential"]["cpu_per_request"][key] * 1000,
+        }
+    return summary
+
+
+def ratio(value: float, base: float) -> str:
+    return f"×{value / base:.2f}"
+
+
+def report(results: dict[str, Any]) -> str:
+    summary, queries = results["summary"], results["queries"]
+    base = summary["token"]
+    rows = []
+    for target in results["targets"]:
+        key, row = target["key"], summary[target["key"]]
+        count = str(queries[key]["mode"]) if key in queries else "–"
+        cpu = f"{row['cpu_ms']:.1f} ms" if key != "userinfo" else "–"
+        rows.append(
+            f"| {target['label']} | {row['median_ms']:.2f} ms | {row['p90_ms']:.2f} ms | "
+            f"{ratio(row['median_ms'], base['median_ms'])} | {row['rps']:.0f} | "
+            f"{ratio(row['rps'], base['rps'])} | {count} | {cpu} |"
+        )
+    oidc, session, page = summary["oidc"], summary["session"], summary["page"]
+    parts = results["parts"]
+    ms = {name: statistics.median(parts[name]) * 1000 for name in PART_NAMES}
+    notes = (
+        f"A provider access token costs {oidc['median_ms'] - base['median_ms']:+.1f} ms per "
+        f"request over a portal token ({ratio(oidc['median_ms'], base['median_ms'])}) and "
+        f"serves {ratio(oidc['rps'], base['rps'])} the requests/s with {CLIENTS} clients: "
+        f"the userinfo call as the portal makes it (`requests.get`, a new connection each "
+        f"time) takes {ms['userinfo']:.1f} ms, and `user_for_claims`, which rewrites the "
+        f"identity row and the group membership in a transaction on every request "
+        f"({queries['oidc']['mode']} queries instead of {queries['token']['mode']}), "
+        f"{ms['user_for_claims']:.1f} ms, where resolving a portal token takes "
+        f"{ms['token_resolve']:.1f} ms (medians of {BREAKDOWN_SAMPLES}, timed in-process). "
+        f"The rest of the guard is cheap: the access policy with the suspension check takes "
+        f"{ms['access_refusal']:.1f} ms; a browser session costs "
+        f"{ratio(session['median_ms'], base['median_ms'])} the portal token's time on the "
+        f"API and {ratio(page['median_ms'], base['median_ms'])} on a page, and the unguarded "
+        f"`/login/` (no query) is the floor at "
+        f"{ratio(summary['login']['median_ms'], base['median_ms'])}. A short userinfo cache "
+        f"(a minute, keyed by a digest of the token and keeping the user it resolved to) "
+        f"would pay wherever a token is used more than once a minute, as scripts and polling "
+        f"clients do: it skips both the round trip and the writes; its price is that a token "
+        f"revoked or a person disabled at the provider keeps working here for up to that "
+        f"minute, where the pages already accept {parts['renew_seconds'] // 60} minutes "
+        f"(`OIDC_RENEW_SECONDS`)."
+    )
+    rss = {f"rss_{k}": v / 2**20 for k, v in results["rss_peak"].items()}
+    fields = {
+        **results,
+        **results["machine"],
+        **rss,
+        "rss_worker_start": results["rss_worker_start"] / 2**20,
+        "provider_cpu": results["sequential"]["provider_cpu_per_request"]["oidc"] * 1000,
+        "rows": "\n".join(rows),
+        "notes": notes,
+        "api": API,
+        "clients": CLIENTS,
+        "block": BLOCK,
+        "warmup": WARMUP,
+        "per_round": PER_ROUND,
+        "rounds": ROUNDS,
+        "query_samples": QUERY_SAMPLES,
+    }
+    return REPORT.format_map(fields)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the "Access guard" section of ``path`` (or add it at the end)."""
+    intro = "# Benchmarks\n\nWhat the portal costs, measured by the scripts in `bench/`.\n"
+    text = path.read_text() if path.exists() else intro
+    found = re.search(r"^## Access guard\n.*?(?=^## |\Z)", text, re.M | re.S)
+    if found:
+        text = f"{text[: found.start()]}{section}\n{text[found.end() :]}"
+    else:
+        text = f"{text.rstrip()}\n\n{section}"
+    path.write_text(text.rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=500, help="sequential, per path (500)")
+    parser.add_argument(
+        "--server", default=SERVER, help=f"PostgreSQL server, without a database ({SERVER})"
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    args.server = args.server.rstrip("/")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.path.insert(0, str(ROOT))
+    from tests.idp.provider import running_provider
+
+    bench, load_before = Bench(args), os.getloadavg()[0]
+    try:
+        (bench.var / "idp").mkdir()
+        with running_provider(bench.var / "idp") as provider:
+            in_process = bench.setup(provider)
+            print("queries per request:", {k: v["mode"] for k, v in in_process["queries"].items()})
+            sequential = bench.sequential()
+            concurrent = bench.concurrent()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tail = (bench.var / "web.log").read_text()[-3000:]
+            print(f"--- the end of the web server's log ---\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        bench.cleanup()
+    now = datetime.now(UTC)
+    results: dict[str, Any] = {
+        "date": f"{now:%Y-%m-%d %H:%M} UTC",
+        "command": f"cd {ROOT} && {os.path.relpath(sys.executable, ROOT)} {' '.join(sys.argv)}",
+        "machine": machine(args.server),
+        "load_before": load_before,
+        "requests": max(1, args.requests // BLOCK) * BLOCK,
+        "targets": [{"key": t.key, "label": t.label} for t in bench.targets],
+        **in_process,
+        "sequential": sequential,
+        "concurrent": concurrent,
+        "rss_peak": dict(bench.rss),
+        "rss_worker_start": bench.rss_worker_start,
+    }
+    results["summary"] = summarise(results)
+    section = report(results)
+    print(f"\n{section}")
+    write_section(args.output, section)
+    raw = ROOT / "bench" / "results" / f"access-{now:%Y%m%dT%H%M%S}.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(results, indent=2))
+    print(f"Written: {args.output}, {raw}")
+
+
+if __name__ == "__main__":
+    main()

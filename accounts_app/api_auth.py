@@ -2,13 +2,22 @@
 
 A token counts only when the provider says the person used a second factor (``amr``/``acr``
 in its userinfo answer): an API call must not skip the second factor the pages ask for.
+
+Whom a token is for is remembered for OIDC_BEARER_CACHE_SECONDS (by its SHA-256 digest): the
+provider round trip and the claims update cost more than the rest of a request
+(``docs/benchmarks.md``). A token revoked at the provider works that much longer here; the
+access policy and suspension are still checked on every request.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import requests
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -35,6 +44,20 @@ class OidcBearerAuthentication(authentication.BaseAuthentication):
             return None
         if not oidc_enabled():
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        cache_key = "oidc-bearer:" + hashlib.sha256(raw.encode()).hexdigest()
+        user_id = cache.get(cache_key)
+        if user_id is not None:
+            user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+            if user is not None:
+                return user, OidcAccessToken(raw)
+        user = self._user_from_provider(raw)
+        if settings.OIDC_BEARER_CACHE_SECONDS:
+            cache.set(cache_key, user.pk, settings.OIDC_BEARER_CACHE_SECONDS)
+        return user, OidcAccessToken(raw)
+
+    def _user_from_provider(self, raw: str) -> Any:
+        """Ask the provider's userinfo endpoint who the token is for, then apply the
+        multi-factor requirement, the claims mapping and the access policy."""
         try:
             claims = PortalOidcBackend().get_userinfo(raw, None, None)
         except requests.HTTPError as exc:
@@ -59,10 +82,9 @@ class OidcBearerAuthentication(authentication.BaseAuthentication):
                 "second_factor_required",
             )
         try:
-            user = user_for_claims(claims)
+            return user_for_claims(claims)
         except SignInRefused as exc:
             raise ApiError(403, exc.message, exc.code) from None
-        return user, OidcAccessToken(raw)
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

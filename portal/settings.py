@@ -155,6 +155,7 @@ OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile groups")
 OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "your organisation's account")
 OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env_int("OIDC_RENEW_SECONDS", 15 * 60, minimum=30)
 OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10, minimum=1)
+OIDC_BEARER_CACHE_SECONDS = env_int("OIDC_BEARER_CACHE_SECONDS", 60, minimum=0)
 OIDC_STORE_ID_TOKEN = True  # the hint of RP-initiated logout
 OIDC_USE_PKCE = True
 OIDC_CALLBACK_CLASS = "accounts_app.oidc.PortalCallbackView"

@@ -72,3 +72,34 @@ def test_without_oidc_only_portal_tokens_are_bearer_tokens(db: None) -> None:
 
     assert response.status_code == 401
     assert response.json()["detail"] == "Invalid or revoked token."
+
+
+def test_whom_a_token_is_for_is_remembered_for_a_while(
+    oidc: Any, environment: Environment, settings: Any
+) -> None:
+    settings.OIDC_BEARER_CACHE_SECONDS = 60
+    username, token = _token(oidc, groups=["staff"], mfa=True)
+    client = _client(token)
+    assert client.get("/api/v1/environments/").status_code == 200
+    # The provider forgets the person's staff group: within the cache time the portal still
+    # knows whom the token is for, and the portal's own policy still applies at every call.
+    oidc.add_user(username, PASSWORD, groups=[], mfa=True)
+
+    assert client.get("/api/v1/environments/").status_code == 200
+    User.objects.get(username=username).groups.clear()
+    refused = client.get("/api/v1/environments/")
+    assert refused.status_code == 403 and refused.json()["code"] == "access_denied"
+
+
+def test_with_no_cache_every_call_asks_the_provider(
+    oidc: Any, environment: Environment, settings: Any
+) -> None:
+    settings.OIDC_BEARER_CACHE_SECONDS = 0
+    username, token = _token(oidc, groups=["staff"], mfa=True)
+    client = _client(token)
+    assert client.get("/api/v1/environments/").status_code == 200
+
+    oidc.add_user(username, PASSWORD, groups=[], mfa=True)
+
+    refused = client.get("/api/v1/environments/")
+    assert refused.status_code == 403 and refused.json()["code"] == "access_denied"

@@ -55,7 +55,7 @@ DEFAULTS = {
 # The web server as `make run` starts it (portal/management/commands/runportal.py).
 WEB = (
     "-m gunicorn portal.wsgi:application --bind {address} --worker-class gthread --workers 2 "
-    "--threads 16"
+    "--threads 16 --no-control-socket"
 )
 WORKER = "-m celery -A portal worker --pool threads --concurrency 16 -Q celery -l INFO"
 WAIT = 30  # seconds: GET /api/v1/session/?wait=…, the API's long poll

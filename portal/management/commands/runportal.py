@@ -56,6 +56,9 @@ class Command(BaseCommand):
                 python, "-m", "gunicorn", "portal.wsgi:application", "--bind", address,
                 "--worker-class", "gthread", "--workers", "2",
                 "--threads", str(options["web_threads"]), "--access-logfile", "-",
+                # gunicorn 27's control socket has one fixed path per machine user: a second
+                # portal (or a test) would take it over.
+                "--no-control-socket",
             ],
             "worker": [
                 python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads",

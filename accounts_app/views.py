@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -117,6 +118,30 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(target)
 
 
+T = TypeVar("T")
+
+
+def _submit_code(
+    request: HttpRequest, form: CodeForm, check: Callable[[str], T]
+) -> tuple[T | None, int]:
+    """Run ``check`` on a posted code: its result and 200, or None and the status to answer
+    with (the form then carries the error; 429 while wrong codes are throttled)."""
+    if request.method != "POST":
+        return None, 200
+    if not form.is_valid():
+        return None, 400
+    try:
+        return check(form.cleaned_data["code"]), 200
+    except SecondFactorError as exc:
+        form.add_error("code", str(exc))
+        return None, 429 if exc.code == "throttled" else 400
+
+
+def _passed(request: HttpRequest, method: str) -> None:
+    request.session.cycle_key()  # a new session id once the sign-in is complete
+    second_factor_mark(request, method)
+
+
 @signed_in_view
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -129,31 +154,17 @@ def second_factor(request: HttpRequest) -> HttpResponse:
     if totp_device_confirmed(user) is None:
         return _with_next("second-factor-setup", next_url)
     form = CodeForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            method = second_factor_verify(user, form.cleaned_data["code"])
-        except SecondFactorError as exc:
-            form.add_error("code", str(exc))
-            status = 429 if exc.code == "throttled" else 400
-        else:
-            request.session.cycle_key()
-            second_factor_mark(request, method)
-            if method == "backup_code":
-                left = backup_codes_left(user)
-                messages.warning(
-                    request,
-                    f"You used a backup code: {left} left. Make new ones on your account page.",
-                )
-            return HttpResponseRedirect(next_url)
-    elif request.method == "POST":
-        status = 400
-    return render(
-        request,
-        "accounts/second_factor.html",
-        {"form": form, "next": next_url, "reset_form": CodeForm()},
-        status=status,
-    )
+    method, status = _submit_code(request, form, lambda code: second_factor_verify(user, code))
+    if method is not None:
+        _passed(request, method)
+        if method == "backup_code":
+            left = backup_codes_left(user)
+            messages.warning(
+                request, f"You used a backup code: {left} left. Make new ones on your account page."
+            )
+        return HttpResponseRedirect(next_url)
+    context = {"form": form, "next": next_url, "reset_form": CodeForm()}
+    return render(request, "accounts/second_factor.html", context, status=status)
 
 
 @signed_in_view
@@ -169,19 +180,10 @@ def second_factor_setup(request: HttpRequest) -> HttpResponse:
         # just a password.
         return _with_next("second-factor", next_url)
     form = CodeForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            codes = totp_confirm(user, form.cleaned_data["code"])
-        except SecondFactorError as exc:
-            form.add_error("code", str(exc))
-            status = 429 if exc.code == "throttled" else 400
-        else:
-            request.session.cycle_key()
-            second_factor_mark(request, "totp")
-            return render(request, "accounts/backup_codes.html", {"codes": codes, "next": next_url})
-    elif request.method == "POST":
-        status = 400
+    codes, status = _submit_code(request, form, lambda code: totp_confirm(user, code))
+    if codes is not None:
+        _passed(request, "totp")
+        return render(request, "accounts/backup_codes.html", {"codes": codes, "next": next_url})
     context = {"form": form, "enrolment": totp_enrolment(user), "next": next_url}
     return render(request, "accounts/second_factor_setup.html", context, status=status)
 
@@ -192,21 +194,17 @@ def second_factor_reset(request: HttpRequest) -> HttpResponse:
     """Lost the authenticator: a backup code removes it, then the set-up starts again."""
     user = _user(request)
     form = CodeForm(request.POST)
-    if form.is_valid():
-        try:
-            second_factor_reset_with_backup_code(user, form.cleaned_data["code"])
-        except SecondFactorError as exc:
-            form.add_error("code", str(exc))
-        else:
-            messages.info(request, "Your authenticator was removed: set up a new one.")
-            return redirect("second-factor-setup")
-    status = 429 if any("Wait" in e for e in form.errors.get("code", [])) else 400
-    return render(
-        request,
-        "accounts/second_factor.html",
-        {"form": CodeForm(), "next": _next_url(request), "reset_form": form},
-        status=status,
-    )
+
+    def reset(code: str) -> bool:
+        second_factor_reset_with_backup_code(user, code)
+        return True
+
+    done, status = _submit_code(request, form, reset)
+    if done:
+        messages.info(request, "Your authenticator was removed: set up a new one.")
+        return redirect("second-factor-setup")
+    context = {"form": CodeForm(), "next": _next_url(request), "reset_form": form}
+    return render(request, "accounts/second_factor.html", context, status=status)
 
 
 def _account_page(request: HttpRequest, **extra: Any) -> HttpResponse:

@@ -1,12 +1,14 @@
 """Access-guard benchmark: what authenticating and guarding one request costs, per way in.
 
 Starts the portal for real (gunicorn, one process, on a fresh PostgreSQL database) as a relying
-party of the test OpenID Connect provider (``tests.idp.provider``, its own process), and
+party of the test OpenID Connect provider (``tests.idp.provider``, its own process), plus a
+second gunicorn, the same but for ``OIDC_BEARER_CACHE_SECONDS=0``, on the same database; and
 measures in one run, interleaved so that a noisy machine hits every path alike:
 
 - ``GET /api/v1/environments/`` with a portal token (``jlp_…``), with the provider's access
-  token (checked at the provider's userinfo endpoint on every request) and with a browser
-  session that passed the second factor;
+  token twice: remembered for the default ``OIDC_BEARER_CACHE_SECONDS`` (the first server) and
+  checked at the provider's userinfo endpoint on every request (the second server); and with
+  a browser session that passed the second factor;
 - ``GET /terms/``, a page, with that browser session (the pages' middleware guard);
 - ``GET /login/``, anonymous: a public page that skips the guard, the floor;
 - the provider's userinfo endpoint alone, called as the portal calls it.
@@ -59,7 +61,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "portal_bench_access"
 SERVER = "postgres://postgres@127.0.0.1:5432"
 # One gunicorn process, threaded as `make run` starts each of its processes; without the
-# control socket, whose default path (~/.gunicorn/) every other gunicorn here shares.
+# control socket, whose default path (~/.gunicorn/) every other gunicorn here shares. Two of
+# them: the portal as configured ("cached") and one that asks the provider about its access
+# tokens on every request ("uncached").
 WEB = (
     "-m gunicorn portal.wsgi:application --bind {address} --worker-class gthread --workers 1 "
     "--threads 16 --no-control-socket"
@@ -73,7 +77,7 @@ ROUNDS = 10  # concurrent rounds per path
 QUERY_SAMPLES = 10  # in-process requests per path whose queries are counted
 BREAKDOWN_SAMPLES = 100  # in-process timings of each part of the guard
 # The guard's parts timed alone, in this process (``Bench.time_parts``).
-PART_NAMES = ("token_resolve", "userinfo", "user_for_claims", "access_refusal")
+PART_NAMES = ("token_resolve", "bearer_hit", "userinfo", "user_for_claims", "access_refusal")
 SESSION_HOURS = 24  # how long the sessions' ID tokens count as fresh (no re-check meanwhile)
 REPORT = """## Access guard
 
@@ -88,11 +92,12 @@ compare the ratios, which come from one run with the paths interleaved).
 
 {notes}
 
-Peak resident memory of the portal (gunicorn: master and one process × 16 threads):
-{rss_total:.0f} MB, of which the serving process {rss_worker:.0f} MB ({rss_worker_start:.0f} MB
-after start-up). The test provider used {provider_cpu:.1f} ms of CPU per provider-token request
-on the same CPUs, which lowers that path's requests/s here more than a provider on a machine
-of its own would.
+Peak resident memory of the portal with the cache (gunicorn: master and one process × 16
+threads): {rss_total:.0f} MB, of which the serving process {rss_worker:.0f} MB
+({rss_worker_start:.0f} MB after start-up). The test provider used {provider_cpu_uncached:.1f} ms
+of CPU per uncached provider-token request ({provider_cpu_cached:.2f} ms per cached one) on the
+same CPUs, which lowers the uncached path's requests/s here more than a provider on a machine of
+its own would.
 
 API: `GET {api}`, the launchable environments as JSON. Latency: {requests} sequential
 requests per path on a keep-alive connection, in blocks of {block} taking turns, after {warmup}
@@ -102,7 +107,11 @@ the same database, most frequent count of {query_samples} requests after one unc
 CPU: user + system time of the gunicorn processes during the sequential requests. The portal
 is a relying party of `tests.idp.provider` (django-oidc-provider under `runserver` with
 SQLite, on the same machine: no network between them, so a real provider adds its network
-round trip on top). Raw figures: `bench/results/` (not in git).
+round trip on top). The uncached row comes from a second gunicorn, the same but for
+`OIDC_BEARER_CACHE_SECONDS=0`, on the same database; every other row from the first, with the
+default {cache_seconds} s. The cache is Django's default (memory of each gunicorn process), so a
+token misses once per {cache_seconds} s per process: those misses are in the cached figures.
+Raw figures: `bench/results/` (not in git).
 """  # noqa: E501 (a Markdown table row is one line)
 
 

@@ -103,7 +103,8 @@ API: `GET {api}`, the launchable environments as JSON. Latency: {requests} seque
 requests per path on a keep-alive connection, in blocks of {block} taking turns, after {warmup}
 uncounted ones. Requests/s: {clients} clients (threads, each its own user and connection)
 sending {per_round} requests together, median of {rounds} rounds per path, taking turns. Queries: Django's test client in the benchmark's process on
-the same database, most frequent count of {query_samples} requests after one uncounted.
+the same database, most frequent count of {query_samples} requests after one uncounted (on the
+cached path, the miss that remembers the token), the uncached one with the setting at 0.
 CPU: user + system time of the gunicorn processes during the sequential requests. The portal
 is a relying party of `tests.idp.provider` (django-oidc-provider under `runserver` with
 SQLite, on the same machine: no network between them, so a real provider adds its network
@@ -174,6 +175,8 @@ class Target:
     headers: list[dict[str, str]]
     # A new connection per request: how the portal calls the provider (``requests.get``).
     fresh: bool = False
+    # The portal server that answers ("cached" or "uncached"); "" for the provider.
+    server: str = ""
 
 
 class Client:
@@ -232,8 +235,10 @@ class Bench:
     args: argparse.Namespace
     var: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="portal-bench-")))
     env: dict[str, str] = field(default_factory=dict)
-    web: subprocess.Popen[bytes] | None = None
-    base: str = ""
+    # The two portal servers by name ("cached", "uncached"): processes and base URLs.
+    webs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    bases: dict[str, str] = field(default_factory=dict)
+    cache_seconds: int = 0  # OIDC_BEARER_CACHE_SECONDS of the "cached" server
     targets: list[Target] = field(default_factory=list)
     rss: dict[str, int] = field(default_factory=lambda: {"total": 0, "worker": 0})
     done: threading.Event = field(default_factory=threading.Event)
@@ -247,9 +252,8 @@ class Bench:
             raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
         return done.stdout
 
-    def web_processes(self) -> list[psutil.Process]:
-        assert self.web is not None
-        master = psutil.Process(self.web.pid)
+    def web_processes(self, server: str = "cached") -> list[psutil.Process]:
+        master = psutil.Process(self.webs[server].pid)
         return [master, *master.children(recursive=True)]
 
     def sample_rss(self) -> None:
@@ -263,7 +267,7 @@ class Bench:
             self.rss["worker"] = max(self.rss["worker"], max(rss[1:], default=0))
 
     def setup(self, provider: OidcProvider) -> dict[str, Any]:
-        """Database, users, tokens, the web server, sessions; returns what is measured
+        """Database, users, tokens, the web servers, sessions; returns what is measured
         in this process (queries per request, the parts of the guard timed alone)."""
         self.env = {
             **os.environ,
@@ -274,8 +278,15 @@ class Bench:
             "ACCESS_GROUP": "staff",
             **provider.portal_settings(),
         }
-        for name in ("LOCAL_LOGIN", "OIDC_RENEW_SECONDS", "CELERY_BROKER_URL"):
-            self.env.pop(name, None)  # the defaults: OIDC on, local sign-in off
+        for name in (
+            "LOCAL_LOGIN",
+            "OIDC_RENEW_SECONDS",
+            "OIDC_BEARER_CACHE_SECONDS",
+            "CELERY_BROKER_URL",
+        ):
+            # The defaults, here too: OIDC on, local sign-in off, the cache on.
+            self.env.pop(name, None)
+            os.environ.pop(name, None)
         recreate_database(self.args.server)
         self.manage("migrate", "--noinput")
 
@@ -286,7 +297,12 @@ class Bench:
         import django
 
         django.setup()
+        from django.conf import settings
         from django.contrib.auth.models import Group, User
+
+        self.cache_seconds = settings.OIDC_BEARER_CACHE_SECONDS
+        if not self.cache_seconds:
+            raise RuntimeError("OIDC_BEARER_CACHE_SECONDS defaults to 0: nothing to compare")
 
         group, _ = Group.objects.get_or_create(name="staff")
         tokens = []
@@ -302,33 +318,43 @@ class Bench:
             grant = provider.password_grant(f"bench-oidc-{i}", password)
             access_tokens.append(grant["access_token"])
 
-        self.base = f"http://127.0.0.1:{free_port()}"
-        command = [sys.executable, *WEB.format(address=self.base[7:]).split()]
-        self.web = start(command, self.var / "web.log", cwd=ROOT, env=self.env)
-        wait_until_answers(f"{self.base}/login/", self.web)
+        for server, cache_seconds in (("cached", None), ("uncached", "0")):
+            env = dict(self.env)
+            if cache_seconds is not None:
+                env["OIDC_BEARER_CACHE_SECONDS"] = cache_seconds
+            self.bases[server] = base = f"http://127.0.0.1:{free_port()}"
+            command = [sys.executable, *WEB.format(address=base[7:]).split()]
+            self.webs[server] = start(command, self.var / f"web-{server}.log", cwd=ROOT, env=env)
+        for server, base in self.bases.items():
+            wait_until_answers(f"{base}/login/", self.webs[server])
         threading.Thread(target=self.sample_rss, daemon=True).start()
 
         def bearer(raw: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {raw}"}
 
-        oidc = Target("oidc", "API, provider access token", self.base + API,
-                      [bearer(raw) for raw in access_tokens])  # fmt: skip
+        cached, uncached = self.bases["cached"], self.bases["uncached"]
+        oidc = [bearer(raw) for raw in access_tokens]
+        oidc_uncached = Target(
+            "oidc_uncached", "API, provider access token, not cached "
+            "(`OIDC_BEARER_CACHE_SECONDS=0`)", uncached + API, oidc, server="uncached",
+        )  # fmt: skip
         for i in range(CLIENTS):
-            Client(oidc, i).get()  # the first call creates the portal user of the identity
+            Client(oidc_uncached, i).get()  # the first call creates the identity's portal user
         cookies = self.browser_sessions()
         self.targets = [
-            Target("token", "API, portal token (`jlp_…`)", self.base + API,
-                   [bearer(raw) for raw in tokens]),
-            oidc,
-            Target("session", "API, browser session (second factor passed)", self.base + API,
-                   cookies),
-            Target("page", "page `GET /terms/`, browser session", f"{self.base}/terms/",
-                   cookies),
+            Target("token", "API, portal token (`jlp_…`)", cached + API,
+                   [bearer(raw) for raw in tokens], server="cached"),
+            Target("oidc_cached", f"API, provider access token, cached ({self.cache_seconds} s, "
+                   "the default)", cached + API, oidc, server="cached"),
+            oidc_uncached,
+            Target("session", "API, browser session (second factor passed)", cached + API,
+                   cookies, server="cached"),
+            Target("page", "page `GET /terms/`, browser session", f"{cached}/terms/",
+                   cookies, server="cached"),
             Target("login", "page `GET /login/`, anonymous (public: no guard)",
-                   f"{self.base}/login/", [{}]),
+                   f"{cached}/login/", [{}], server="cached"),
             Target("userinfo", "the provider's userinfo alone, a new connection each time",
-                   provider.userinfo_endpoint, [bearer(raw) for raw in access_tokens],
-                   fresh=True),
+                   provider.userinfo_endpoint, oidc, fresh=True),
         ]  # fmt: skip
         for target in self.targets:
             for i in range(CLIENTS):
@@ -367,41 +393,57 @@ class Bench:
 
     def count_queries(self) -> dict[str, Any]:
         """SQL queries per request of each portal path, in this process (Django's client)."""
+        from django.core.cache import cache
         from django.db import connection
         from django.test import Client as DjangoClient
-        from django.test.utils import CaptureQueriesContext
+        from django.test.utils import CaptureQueriesContext, override_settings
 
         counted: dict[str, Any] = {}
         for target in self.targets:
-            if not target.url.startswith(self.base):
+            if not target.server:
                 continue  # the provider's
-            path = target.url[len(self.base) :]
+            path = urlsplit(target.url).path
             headers = {k.lower(): v for k, v in target.headers[0].items() if k != "Cookie"}
             client = DjangoClient(HTTP_HOST="127.0.0.1", headers=headers)
             if "Cookie" in target.headers[0]:
                 name, value = target.headers[0]["Cookie"].split("=", 1)
                 client.cookies[name] = value
-            client.get(path)
-            counts, sqls = [], []
-            for _ in range(QUERY_SAMPLES):
-                with CaptureQueriesContext(connection) as captured:
-                    response = client.get(path)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{target.label} in-process: {response.status_code}")
-                counts.append(len(captured.captured_queries))
-                sqls = [query["sql"] for query in captured.captured_queries]
+            with contextlib.ExitStack() as stack:
+                if target.server == "uncached":
+                    # As the second server runs; and forget what the cached path remembered.
+                    stack.enter_context(override_settings(OIDC_BEARER_CACHE_SECONDS=0))
+                    cache.clear()
+                # Uncounted; on the cached path a miss, which remembers the token.
+                with CaptureQueriesContext(connection) as first:
+                    client.get(path)
+                counts, sqls = [], []
+                for _ in range(QUERY_SAMPLES):
+                    with CaptureQueriesContext(connection) as captured:
+                        response = client.get(path)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{target.label} in-process: {response.status_code}")
+                    counts.append(len(captured.captured_queries))
+                    sqls = [query["sql"] for query in captured.captured_queries]
             mode = collections.Counter(counts).most_common(1)[0][0]
-            counted[target.key] = {"counts": counts, "mode": mode, "sql": sqls}
+            counted[target.key] = {
+                "counts": counts, "mode": mode, "sql": sqls, "first": len(first.captured_queries),
+            }  # fmt: skip
         connection.close()
         return counted
 
     def time_parts(self, token: str, access_token: str) -> dict[str, Any]:
         """Seconds of the guard's parts, called as a request calls them: the portal token's
-        look-up; the provider's userinfo, then ``user_for_claims`` (the provider-token check);
-        the access policy with the suspension check. And the pages' re-check interval."""
+        look-up; the provider-token authentication when it remembers the token; on a miss the
+        provider's userinfo, then ``user_for_claims``; the access policy with the suspension
+        check. And the pages' re-check interval."""
+        from unittest import mock
+
         from django.conf import settings
         from django.db import connection
+        from django.test import RequestFactory
+        from rest_framework.request import Request
 
+        from accounts_app.api_auth import OidcBearerAuthentication
         from accounts_app.oidc import PortalOidcBackend, user_for_claims
         from accounts_app.policy import access_refusal
         from portal.tokens import token_resolve
@@ -409,25 +451,38 @@ class Bench:
         def resolve() -> Any:
             return token_resolve(token)
 
+        request = Request(RequestFactory().get(API, HTTP_AUTHORIZATION=f"Bearer {access_token}"))
+
+        def bearer_hit() -> Any:
+            return OidcBearerAuthentication().authenticate(request)
+
         def userinfo() -> Any:
             return PortalOidcBackend().get_userinfo(access_token, None, None)
 
         user = resolve().user
         claims = userinfo()
+        bearer_hit()  # a miss: asks the provider, then remembers the token
         parts = {
             "token_resolve": resolve,
+            "bearer_hit": bearer_hit,
             "userinfo": userinfo,
             "user_for_claims": lambda: user_for_claims(claims),
             "access_refusal": lambda: access_refusal(user),
         }
         timings: dict[str, Any] = {}
         for name, call in parts.items():
-            samples = []
-            for i in range(BREAKDOWN_SAMPLES + 5):  # the first few uncounted
-                t0 = time.perf_counter()
-                call()
-                if i >= 5:
-                    samples.append(time.perf_counter() - t0)
+            with contextlib.ExitStack() as stack:
+                if name == "bearer_hit":  # every call must be a hit
+                    stack.enter_context(mock.patch.object(
+                        OidcBearerAuthentication, "_user_from_provider",
+                        side_effect=RuntimeError("the cache did not remember the token"),
+                    ))  # fmt: skip
+                samples = []
+                for i in range(BREAKDOWN_SAMPLES + 5):  # the first few uncounted
+                    t0 = time.perf_counter()
+                    call()
+                    if i >= 5:
+                        samples.append(time.perf_counter() - t0)
             timings[name] = samples
         connection.close()
         timings["renew_seconds"] = settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS
@@ -450,7 +505,7 @@ class Bench:
             for target in self.targets[shift:] + self.targets[:shift]:
                 client = Client(target)
                 client.get()  # uncounted: opens the connection
-                procs = self.web_processes()
+                procs = self.web_processes(target.server or "cached")
                 before, before_provider = cpu_seconds(procs), cpu_seconds(provider)
                 times[target.key].extend(client.get() for _ in range(BLOCK))
                 cpu[target.key] += cpu_seconds(procs) - before
@@ -491,8 +546,8 @@ class Bench:
 
     def cleanup(self) -> None:
         self.done.set()
-        if self.web is not None:
-            kill_group(self.web)
+        for web in self.webs.values():
+            kill_group(web)
         with contextlib.suppress(Exception):
             from django.db import connections
 
@@ -550,39 +605,55 @@ def report(results: dict[str, Any]) -> str:
             f"{ratio(row['median_ms'], base['median_ms'])} | {row['rps']:.0f} | "
             f"{ratio(row['rps'], base['rps'])} | {count} | {cpu} |"
         )
-    oidc, session, page = summary["oidc"], summary["session"], summary["page"]
-    parts = results["parts"]
+    cached, uncached = summary["oidc_cached"], summary["oidc_uncached"]
+    session, page = summary["session"], summary["page"]
+    nq = {key: value["mode"] for key, value in queries.items()}
+    parts, seconds = results["parts"], results["cache_seconds"]
     ms = {name: statistics.median(parts[name]) * 1000 for name in PART_NAMES}
     notes = (
-        f"A provider access token costs {oidc['median_ms'] - base['median_ms']:+.1f} ms per "
-        f"request over a portal token ({ratio(oidc['median_ms'], base['median_ms'])}) and "
-        f"serves {ratio(oidc['rps'], base['rps'])} the requests/s with {CLIENTS} clients: "
-        f"the userinfo call as the portal makes it (`requests.get`, a new connection each "
-        f"time) takes {ms['userinfo']:.1f} ms, and `user_for_claims`, which rewrites the "
-        f"identity row and the group membership in a transaction on every request "
-        f"({queries['oidc']['mode']} queries instead of {queries['token']['mode']}), "
-        f"{ms['user_for_claims']:.1f} ms, where resolving a portal token takes "
-        f"{ms['token_resolve']:.1f} ms (medians of {BREAKDOWN_SAMPLES}, timed in-process). "
+        f"With the cache (`OIDC_BEARER_CACHE_SECONDS`, {seconds} s by default) a provider "
+        f"access token takes {cached['median_ms']:.2f} ms per request against a portal "
+        f"token's {base['median_ms']:.2f} ms ({ratio(cached['median_ms'], base['median_ms'])}) "
+        f"and serves {ratio(cached['rps'], base['rps'])} the requests/s with {CLIENTS} clients: "
+        f"while the portal remembers whom the token is for, it neither calls the provider nor "
+        f"rewrites the user, and loads only the user it remembered ({nq['oidc_cached']} "
+        f"queries per request, the portal token {nq['token']}); that authentication takes "
+        f"{ms['bearer_hit']:.1f} ms, where resolving a portal token takes "
+        f"{ms['token_resolve']:.1f} ms. Without it (`OIDC_BEARER_CACHE_SECONDS=0`, every "
+        f"request asks the provider, as before the cache) the same request takes "
+        f"{uncached['median_ms']:.2f} ms ({ratio(uncached['median_ms'], base['median_ms'])}, "
+        f"{ratio(uncached['median_ms'], cached['median_ms'])} the cached path's) and serves "
+        f"{ratio(uncached['rps'], base['rps'])} the requests/s "
+        f"({ratio(uncached['rps'], cached['rps'])} the cached path's), with "
+        f"{nq['oidc_uncached']} queries instead of {nq['oidc_cached']}: the userinfo call "
+        f"as the portal makes it (`requests.get`, a new connection each time) takes "
+        f"{ms['userinfo']:.1f} ms, and `user_for_claims`, which rewrites the identity row and "
+        f"the group membership in a transaction, {ms['user_for_claims']:.1f} ms (medians of "
+        f"{BREAKDOWN_SAMPLES}, timed in-process). That is also what the first request of a "
+        f"token in each {seconds} s costs with the cache ({queries['oidc_cached']['first']} "
+        f"queries on that miss), so the cache pays wherever a token is used more than once in "
+        f"that time, as scripts and polling clients do. Its price: a token revoked at the "
+        f"provider, or a person disabled or taken out of the access group there, keeps working "
+        f"here for up to {seconds} s (the pages accept {parts['renew_seconds'] // 60} minutes "
+        f"between re-checks, `OIDC_RENEW_SECONDS`). The access policy and suspensions are "
+        f"still checked on every request, cached or not, as the portal's database has them: a "
+        f"suspension made in the portal stops the very next request.\n\n"
         f"The rest of the guard is cheap: the access policy with the suspension check takes "
         f"{ms['access_refusal']:.1f} ms; a browser session costs "
         f"{ratio(session['median_ms'], base['median_ms'])} the portal token's time on the "
         f"API and {ratio(page['median_ms'], base['median_ms'])} on a page, and the unguarded "
         f"`/login/` (no query) is the floor at "
-        f"{ratio(summary['login']['median_ms'], base['median_ms'])}. A short userinfo cache "
-        f"(a minute, keyed by a digest of the token and keeping the user it resolved to) "
-        f"would pay wherever a token is used more than once a minute, as scripts and polling "
-        f"clients do: it skips both the round trip and the writes; its price is that a token "
-        f"revoked or a person disabled at the provider keeps working here for up to that "
-        f"minute, where the pages already accept {parts['renew_seconds'] // 60} minutes "
-        f"(`OIDC_RENEW_SECONDS`)."
+        f"{ratio(summary['login']['median_ms'], base['median_ms'])}."
     )
     rss = {f"rss_{k}": v / 2**20 for k, v in results["rss_peak"].items()}
+    provider_cpu = results["sequential"]["provider_cpu_per_request"]
     fields = {
         **results,
         **results["machine"],
         **rss,
         "rss_worker_start": results["rss_worker_start"] / 2**20,
-        "provider_cpu": results["sequential"]["provider_cpu_per_request"]["oidc"] * 1000,
+        "provider_cpu_cached": provider_cpu["oidc_cached"] * 1000,
+        "provider_cpu_uncached": provider_cpu["oidc_uncached"] * 1000,
         "rows": "\n".join(rows),
         "notes": notes,
         "api": API,
@@ -631,9 +702,10 @@ def main() -> None:
             sequential = bench.sequential()
             concurrent = bench.concurrent()
     except BaseException:
-        with contextlib.suppress(OSError):
-            tail = (bench.var / "web.log").read_text()[-3000:]
-            print(f"--- the end of the web server's log ---\n{tail}", file=sys.stderr)
+        for server in bench.webs:
+            with contextlib.suppress(OSError):
+                tail = (bench.var / f"web-{server}.log").read_text()[-3000:]
+                print(f"--- the end of the {server} web server's log ---\n{tail}", file=sys.stderr)
         raise
     finally:
         bench.cleanup()
@@ -645,6 +717,7 @@ def main() -> None:
         "load_before": load_before,
         "requests": max(1, args.requests // BLOCK) * BLOCK,
         "targets": [{"key": t.key, "label": t.label} for t in bench.targets],
+        "cache_seconds": bench.cache_seconds,
         **in_process,
         "sequential": sequential,
         "concurrent": concurrent,

@@ -18,6 +18,15 @@ from tests.conftest import PASSWORD
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
+@pytest.fixture
+def portal_url(
+    transactional_db: None, live_server: Any, oidc: Any, environment: Environment
+) -> str:
+    """The portal on the live server, registered at the test provider as a relying party."""
+    oidc.allow_relying_party(live_server.url)
+    return str(live_server.url)
+
+
 def _sign_in_at_provider(page: Page, base_url: str, username: str) -> None:
     page.goto(f"{base_url}/login/")
     page.click("button:has-text('Sign in with')")
@@ -32,11 +41,8 @@ def _sign_out(page: Page, base_url: str) -> None:
     expect(page).to_have_url(f"{base_url}/login/")
 
 
-def test_first_and_later_sign_in_with_the_portal_second_factor(
-    transactional_db: None, live_server: Any, oidc: Any, environment: Environment
-) -> None:
-    base_url = live_server.url
-    oidc.allow_relying_party(base_url)
+def test_first_and_later_sign_in_with_the_portal_second_factor(portal_url: str, oidc: Any) -> None:
+    base_url = portal_url
     oidc.add_user(
         "alice", PASSWORD, email="alice@example.org", first_name="Alice", groups=["staff"]
     )
@@ -68,11 +74,8 @@ def test_first_and_later_sign_in_with_the_portal_second_factor(
     assert not user.has_usable_password()
 
 
-def test_the_providers_multi_factor_claim_is_enough(
-    transactional_db: None, live_server: Any, oidc: Any, environment: Environment
-) -> None:
-    base_url = live_server.url
-    oidc.allow_relying_party(base_url)
+def test_the_providers_multi_factor_claim_is_enough(portal_url: str, oidc: Any) -> None:
+    base_url = portal_url
     oidc.add_user("mona", PASSWORD, groups=["staff"], mfa=True)
     with chromium() as browser:
         page = browser.new_page()
@@ -86,10 +89,9 @@ def test_the_providers_multi_factor_claim_is_enough(
 
 
 def test_someone_outside_the_staff_is_refused_and_no_account_is_left(
-    transactional_db: None, live_server: Any, oidc: Any, environment: Environment
+    portal_url: str, oidc: Any
 ) -> None:
-    base_url = live_server.url
-    oidc.allow_relying_party(base_url)
+    base_url = portal_url
     oidc.add_user("bob", PASSWORD, groups=["readers"], mfa=True)
     with chromium() as browser:
         page = browser.new_page()
@@ -117,12 +119,11 @@ def test_local_password_sign_in_is_off_when_oidc_is_on(
 
 
 def test_the_session_follows_the_provider_session(
-    transactional_db: None, live_server: Any, oidc: Any, environment: Environment, settings: Any
+    portal_url: str, oidc: Any, settings: Any
 ) -> None:
     # The portal re-asks the provider (prompt=none) once the ID token is this old.
     settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = 2
-    base_url = live_server.url
-    oidc.allow_relying_party(base_url)
+    base_url = portal_url
     oidc.add_user("rita", PASSWORD, groups=["staff"], mfa=True)
     with chromium() as browser:
         page = browser.new_page()

@@ -617,7 +617,7 @@ def report(results: dict[str, Any]) -> str:
         f"and serves {ratio(cached['rps'], base['rps'])} the requests/s with {CLIENTS} clients: "
         f"while the portal remembers whom the token is for, it neither calls the provider nor "
         f"rewrites the user, and loads only the user it remembered ({nq['oidc_cached']} "
-        f"queries per request, the portal token {nq['token']}); that authentication takes "
+        f"queries per request; a portal token: {nq['token']}); that authentication takes "
         f"{ms['bearer_hit']:.1f} ms, where resolving a portal token takes "
         f"{ms['token_resolve']:.1f} ms. Without it (`OIDC_BEARER_CACHE_SECONDS=0`, every "
         f"request asks the provider, as before the cache) the same request takes "

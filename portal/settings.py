@@ -287,7 +287,41 @@ LOCAL_SPAWNER_PUBLIC_HOST = env_str("LOCAL_SPAWNER_PUBLIC_HOST", "127.0.0.1")
 
 # --- Storage ------------------------------------------------------------------------------------
 
+# Private storage: one home per user (the session's working directory; pip/conda installs go
+# there), kept while the user starts a session at least every STORAGE_RETENTION_DAYS.
 STORAGE_HOME_ROOT = Path(env_str("STORAGE_HOME_ROOT", str(VAR_DIR / "home"))).resolve()
+STORAGE_PRIVATE_QUOTA_BYTES = env_int("STORAGE_PRIVATE_QUOTA_BYTES", 1024**3, minimum=0)
+STORAGE_RETENTION_DAYS = env_int("STORAGE_RETENTION_DAYS", 31, minimum=1)
+STORAGE_RETENTION_WARNING_DAYS = sorted(
+    {int(day) for day in env_list("STORAGE_RETENTION_WARNING_DAYS", ["7", "1"]) if day.isdigit()},
+    reverse=True,
+)
+# Scratch: temporary, per-user quota; over it, the user's largest (or oldest) files go until
+# usage is under the low-water mark. Over the shared maximum, the least recently modified
+# files across all users go until the whole is under its low-water mark.
+STORAGE_SCRATCH_ROOT = Path(env_str("STORAGE_SCRATCH_ROOT", str(VAR_DIR / "scratch"))).resolve()
+STORAGE_SCRATCH_QUOTA_BYTES = env_int("STORAGE_SCRATCH_QUOTA_BYTES", 100 * 1024**3, minimum=0)
+STORAGE_SCRATCH_LOW_WATER = env_float("STORAGE_SCRATCH_LOW_WATER", 0.9, minimum=0.0)
+STORAGE_SCRATCH_POLICY = env_choice("STORAGE_SCRATCH_POLICY", "largest", ("largest", "oldest"))
+STORAGE_SHARED_SCRATCH_MAX_BYTES = env_int(
+    "STORAGE_SHARED_SCRATCH_MAX_BYTES", 10 * 1024**4, minimum=0
+)
+STORAGE_SHARED_SCRATCH_LOW_WATER = env_float("STORAGE_SHARED_SCRATCH_LOW_WATER", 0.9, minimum=0.0)
+# Modification times further than this in the future count as an attempt to dodge the
+# oldest-first cleanups; quota violations recurring within the suspension window count too.
+STORAGE_FUTURE_MTIME_SLACK_SECONDS = env_int("STORAGE_FUTURE_MTIME_SLACK_SECONDS", 3600, minimum=0)
+STORAGE_SWEEP_MINUTES = env_int("STORAGE_SWEEP_MINUTES", 15, minimum=1)
+# The read-only notebooks library cloned (shallow) into each session's home at spawn; empty:
+# no library (the embedded default works offline).
+NOTEBOOKS_LIBRARY_URL = env_str("NOTEBOOKS_LIBRARY_URL")
+NOTEBOOKS_LIBRARY_BRANCH = env_str("NOTEBOOKS_LIBRARY_BRANCH")
+NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS = env_int("NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS", 60, minimum=1)
+for _name, _fraction in (
+    ("STORAGE_SCRATCH_LOW_WATER", STORAGE_SCRATCH_LOW_WATER),
+    ("STORAGE_SHARED_SCRATCH_LOW_WATER", STORAGE_SHARED_SCRATCH_LOW_WATER),
+):
+    if not 0 < _fraction <= 1:
+        raise ImproperlyConfigured(f"{_name} must be a fraction in (0, 1], got {_fraction}")
 
 # --- Suspension ---------------------------------------------------------------------------------
 

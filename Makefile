@@ -14,6 +14,11 @@ $(BIN)/.runtime: requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# The storage scan's compiled directory lister (storage_app/_fs_scan_native.c), built in place.
+$(BIN)/.native: storage_app/_fs_scan_native.c setup.py $(BIN)/.runtime
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	touch $@
+
 $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -21,7 +26,7 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-run: $(BIN)/.runtime
+run: $(BIN)/.runtime $(BIN)/.native
 	$(BIN)/python manage.py runportal
 
 lint: $(BIN)/.dev
@@ -29,11 +34,13 @@ lint: $(BIN)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: $(BIN)/.dev /usr/bin/chromium lint
+test: $(BIN)/.dev $(BIN)/.native /usr/bin/chromium lint
 	.ci/services
 	PORTAL_VAR_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest
 
-bench: $(BIN)/.dev
+bench: $(BIN)/.dev $(BIN)/.native
 	.ci/services
 	$(BIN)/python bench/launch.py
+	$(BIN)/python bench/access.py
+	$(BIN)/python bench/storage_scan.py

@@ -5,6 +5,7 @@ from django.urls import path
 from accounts_app import api as accounts_api
 from portal.api_schema import SchemaView
 from sessions_app import api as sessions_api
+from storage_app import api as storage_api
 from suspension_app import api as suspension_api
 from terms_app import api as terms_api
 
@@ -15,6 +16,8 @@ urlpatterns = [
     path("terms/accept/", terms_api.AcceptTermsView.as_view(), name="api-terms-accept"),
     path("session/", sessions_api.SessionView.as_view(), name="api-session"),
     path("sessions/", sessions_api.SessionHistoryView.as_view(), name="api-sessions"),
+    path("storage/", storage_api.StorageView.as_view(), name="api-storage"),
+    path("storage/removals/", storage_api.RemovalListView.as_view(), name="api-storage-removals"),
     path("tokens/", accounts_api.TokenListView.as_view(), name="api-tokens"),
     path("tokens/<int:token_id>/", accounts_api.TokenDetailView.as_view(), name="api-token"),
     path(

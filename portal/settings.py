@@ -311,6 +311,12 @@ STORAGE_SHARED_SCRATCH_LOW_WATER = env_float("STORAGE_SHARED_SCRATCH_LOW_WATER",
 # oldest-first cleanups; quota violations recurring within the suspension window count too.
 STORAGE_FUTURE_MTIME_SLACK_SECONDS = env_int("STORAGE_FUTURE_MTIME_SLACK_SECONDS", 3600, minimum=0)
 STORAGE_SWEEP_MINUTES = env_int("STORAGE_SWEEP_MINUTES", 15, minimum=1)
+CELERY_BEAT_SCHEDULE["storage-sweep"] = {
+    "task": "storage_app.tasks.sweep",
+    "schedule": timedelta(minutes=STORAGE_SWEEP_MINUTES),
+    # A pass still queued at the next tick is dropped: that tick's pass does the same work.
+    "options": {"expires": STORAGE_SWEEP_MINUTES * 60},
+}
 # The read-only notebooks library cloned (shallow) into each session's home at spawn; empty:
 # no library (the embedded default works offline).
 NOTEBOOKS_LIBRARY_URL = env_str("NOTEBOOKS_LIBRARY_URL")

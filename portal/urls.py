@@ -7,4 +7,5 @@ urlpatterns = [
     path("api/v1/", include("portal.api_urls")),
     path("", include("sessions_app.urls")),
     path("terms/", include("terms_app.urls")),
+    path("storage/", include("storage_app.urls")),
 ]

@@ -148,6 +148,9 @@ class Session(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     url = models.CharField(max_length=500, blank=True)
     spawner_state = models.JSONField(default=dict, blank=True)
+    library_status = models.TextField(
+        blank=True, help_text="What became of the notebooks library at this session's start."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -96,6 +96,7 @@ class SessionSerializer(serializers.ModelSerializer[Session]):
             "url",
             "message",
             "reason",
+            "library_status",
         ]
         read_only_fields = fields
 

@@ -24,7 +24,8 @@ from sessions_app.options import OptionError, validate_options
 from sessions_app.selectors import session_active_for
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest
-from storage_app.services import home_ensure
+from storage_app.layout import SessionFolders, session_folders_prepare
+from storage_app.services import storage_session_started
 from suspension_app.selectors import suspension_active_for
 from terms_app.selectors import terms_accepted_current, terms_current
 from terms_app.services import terms_accept
@@ -147,6 +148,9 @@ def _launch_new(
                 created_at=timezone.now(),
                 message="Waiting for resources.",
             )
+            # Launching is what keeps the private storage (service rule 7): counted here, in
+            # the launch's transaction, so a queued session protects it as a running one does.
+            storage_session_started(user, session.created_at)
             _enqueue("spawn_session", str(session.id))
     except IntegrityError:
         # A concurrent launch by the same user won the "one active session" constraint.
@@ -157,16 +161,17 @@ def _launch_new(
     return LaunchResult(session, created=True)
 
 
-def _spawn_request(session: Session) -> SpawnRequest:
+def _spawn_request(session: Session, folders: SessionFolders) -> SpawnRequest:
     environment = session.environment
-    username = session.user.get_username()
     return SpawnRequest(
         session_id=str(session.id),
-        username=username,
+        username=session.user.get_username(),
         memory_mb=environment.memory_mb,
         cpus=environment.cpus,
         duration_seconds=environment.max_duration_minutes * 60,
-        home_dir=home_ensure(username),
+        home_dir=folders.home,
+        scratch_dir=folders.scratch,
+        library_dir=folders.library if folders.library.is_dir() else None,
         options=dict(session.options),
         backend_settings={
             key: value
@@ -231,8 +236,20 @@ def session_spawn(session_id: str) -> None:
             message=message, updated_at=timezone.now()
         )
 
+    # Outside any transaction: the clone is network I/O and may take up to its timeout.
+    if settings.NOTEBOOKS_LIBRARY_URL:
+        progress("Cloning the notebooks library…")
     try:
-        state = spawner.start(_spawn_request(session), progress)
+        folders = session_folders_prepare(session.user.get_username())
+    except OSError as exc:
+        log.warning("session %s: storage not ready: %s", session_id, exc)
+        _fail_start(session_id, Reason.BACKEND_ERROR, f"Your storage could not be prepared: {exc}")
+        return
+    Session.objects.filter(pk=session_id).update(
+        library_status=folders.library_message, updated_at=timezone.now()
+    )
+    try:
+        state = spawner.start(_spawn_request(session, folders), progress)
     except SpawnerError as exc:
         log.warning("session %s: start failed: %s", session_id, exc)
         _fail_start(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")

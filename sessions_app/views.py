@@ -28,6 +28,7 @@ from sessions_app.services import (
     session_launch,
     session_request_stop,
 )
+from storage_app.selectors import storage_warnings_for
 from terms_app.models import TermsVersion
 from terms_app.rendering import render_terms_markdown
 from terms_app.selectors import terms_current, terms_has_accepted
@@ -66,6 +67,7 @@ def _launcher_page(
         "terms": terms,
         "terms_html": render_terms_markdown(terms.body) if terms else "",
         "terms_needed": terms_needed,
+        "storage_warnings": storage_warnings_for(request.user),
     }
     return render(request, "sessions/launcher.html", context, status=status)
 
@@ -153,7 +155,10 @@ def session_page(request: HttpRequest) -> HttpResponse:
     """The user's session: progress while it starts, the link and time left while it runs,
     and how it ended."""
     session = _current_session(_user(request))
-    context: dict[str, Any] = {"session": session}
+    context: dict[str, Any] = {
+        "session": session,
+        "storage_warnings": storage_warnings_for(request.user),
+    }
     if session is not None:
         status = _status(session)
         remaining = status["remaining_seconds"]

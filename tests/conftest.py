@@ -32,6 +32,8 @@ def _isolated_storage(settings: Any, tmp_path_factory: pytest.TempPathFactory) -
     # Homes and spawner runtime files of one test never meet another's (or a developer's).
     root = tmp_path_factory.mktemp("portal")
     settings.STORAGE_HOME_ROOT = root / "home"
+    settings.STORAGE_SCRATCH_ROOT = root / "scratch"
+    settings.NOTEBOOKS_LIBRARY_URL = ""
     settings.LOCAL_SPAWNER_RUNTIME_DIR = root / "spawner"
     from sessions_app.spawners import get_spawner
 

@@ -300,6 +300,8 @@ RULES: list[Rule] = [
         },
     ),
     Rule("terms", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    # Storage: one's own usage and cleanup history (reading needs no terms acceptance).
+    Rule("storage", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     # --- REST API v1 ----------------------------------------------------------------------------
     # "Every endpoint applies the same policy as the web pages", the OpenAPI document included.
     Rule("api-schema", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
@@ -333,6 +335,8 @@ RULES: list[Rule] = [
         {**API_GUARD, **{a: Expect(404, code="no_active_session") for a in (TERMS, OTHERS, STAFF)}},
     ),
     Rule("api-sessions", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule("api-storage", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule("api-storage-removals", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     Rule("api-tokens", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     Rule(
         "api-tokens",

@@ -39,7 +39,13 @@ class SpawnRequest:
     memory_mb: int
     cpus: int
     duration_seconds: int
+    # The session's folders (see ``storage_app.layout``): the private home is the working
+    # directory; the user's scratch folder is reachable from it as ``scratch``; the read-only
+    # notebooks library is already in the home (``notebooks-library``), cloned before the start.
+    # None: the session has no scratch folder or no library.
     home_dir: Path
+    scratch_dir: Path | None = None
+    library_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     # Back-end specific settings of the environment: ``command`` for the local back-end,
     # ``image`` (and the like) for Kubernetes.

@@ -10,6 +10,11 @@ the local back-end is for one trusted machine). They are marked with :data:`SESS
 :data:`RUNTIME_ENV` in their environment, which kernels and their children inherit, so that any
 worker - also one started after a restart - finds them and everything they started, also the
 processes that left the server's process group (kernels run in sessions of their own).
+
+The home is the server's root and working directory. The user's scratch folder is reachable from
+it as the link ``scratch``; the notebooks library is already in it (cloned before the start).
+``pip`` installs go to a Python environment in the home, layered over the server's (see
+:mod:`.user_python`), and conda's environments and packages to ``~/.conda``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from sessions_app.spawners import limits
+from sessions_app.spawners import limits, user_python
 from sessions_app.spawners.base import (
     PollResult,
     ProgressCallback,
@@ -50,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 SESSION_ENV = "JUPYTER_PORTAL_SESSION_ID"
 RUNTIME_ENV = "JUPYTER_PORTAL_RUNTIME_DIR"
+# The user's scratch folder, as the session sees it from the home.
+SCRATCH_LINK = "scratch"
 READY_TIMEOUT_SECONDS = 0.5
 # Only these reach a session from the worker's environment: the rest (database URLs, secret
 # keys, broker passwords) must not be readable by the user's code.
@@ -93,6 +100,7 @@ class LocalProcessSpawner(Spawner):
             _make_private_dir(self.runtime_dir / "ports")
         except OSError as exc:
             raise SpawnerError(f"Cannot create the session's directories: {exc}") from exc
+        python_bin = _prepare_home(request, home)
         port, lock_fd = self._reserve_port()
         token = secrets.token_urlsafe(32)
         cpus = limits.cpu_set(request.cpus, port)
@@ -105,7 +113,7 @@ class LocalProcessSpawner(Spawner):
                 proc = subprocess.Popen(
                     [*command, *_server_args(port, request.base_url, home)],
                     cwd=home,
-                    env=self._environment(request.session_id, home, token),
+                    env=self._environment(request, home, token, python_bin),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -228,13 +236,33 @@ class LocalProcessSpawner(Spawner):
     def _log_path(self, session_id: str) -> Path:
         return self.runtime_dir / "logs" / f"{session_id}.log"
 
-    def _environment(self, session_id: str, home: Path, token: str) -> dict[str, str]:
+    def _environment(
+        self, request: SpawnRequest, home: Path, token: str, python_bin: Path | None
+    ) -> dict[str, str]:
+        session_id = request.session_id
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
-        # The venv's bin first, so that terminals and ``!pip`` use the server's Python.
+        # The user's environment in the home first (``pip``, ``python``: installs go there),
+        # then the venv's bin (``jupyter`` and the rest of the server's programs).
+        first = [str(python_bin)] if python_bin is not None else []
         env["PATH"] = os.pathsep.join(
-            [str(Path(sys.executable).parent), env.get("PATH", os.defpath)]
+            [*first, str(Path(sys.executable).parent), env.get("PATH", os.defpath)]
         )
         env["HOME"] = str(home)
+        if python_bin is not None:
+            env["VIRTUAL_ENV"] = str(python_bin.parent)
+            # Jupyter looks in the server's environment before the home when it runs from a
+            # virtual environment: the kernel spec in the home, which runs the user's
+            # environment, must win over the server's own ``python3``.
+            env["JUPYTER_PREFER_ENV_PATH"] = "0"
+        # Where Python and conda put what the user installs: the home, kept between sessions.
+        # (PYTHONUSERBASE is for images whose Python is not a virtual environment: it names the
+        # same folder, so a home works with either back-end.)
+        env["PYTHONUSERBASE"] = str(home / ".local")
+        env["CONDA_ENVS_PATH"] = str(home / ".conda" / "envs")
+        env["CONDA_PKGS_DIRS"] = str(home / ".conda" / "pkgs")
+        if request.scratch_dir is not None:
+            # A cache, not the user's packages: it would fill the private quota.
+            env["PIP_CACHE_DIR"] = str(Path(request.scratch_dir).absolute() / ".cache" / "pip")
         # glibc reserves 64 MB of address space per thread arena; under RLIMIT_AS those
         # reservations, not memory in use, would eat the session's limit.
         env["MALLOC_ARENA_MAX"] = "2"
@@ -304,6 +332,41 @@ def _server_args(port: int, base_url: str, home: Path) -> list[str]:
         # Jupyter refuses to run as root unless told; sessions run as the worker's user.
         args.append("--ServerApp.allow_root=True")
     return args
+
+
+def _prepare_home(request: SpawnRequest, home: Path) -> Path | None:
+    """Link scratch into the home and refresh the user's Python environment (its ``bin``).
+
+    Neither blocks the session: a home where they cannot be made still gets its server.
+    """
+    if request.scratch_dir is not None:
+        _link(home / SCRATCH_LINK, Path(request.scratch_dir).absolute())
+    try:
+        return user_python.user_python_ensure(home / ".local")
+    except (OSError, ValueError) as exc:
+        logger.warning("Session %s: no Python environment in the home: %s", request.session_id, exc)
+        return None
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make ``link`` a symbolic link to ``target``, unless the user has something else there."""
+    try:
+        if os.readlink(link) == str(target):
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:  # not a link: the user's own file or folder, which is left alone
+        logger.warning("%s is not a link to %s: left as it is", link, target)
+        return
+    # A new link renamed over the old one: the path is never missing or half made.
+    tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
+    try:
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        logger.warning("Cannot link %s to %s: %s", link, target, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _make_private_dir(path: Path) -> None:

@@ -25,7 +25,7 @@ from sessions_app.services import (
 )
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import ServerStatus, SpawnRequest
-from storage_app.services import home_ensure
+from storage_app.layout import home_ensure
 from tests.sessions_app.lifecycle import in_state, server_answers, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -361,7 +361,10 @@ def test_session_gets_a_private_home_and_none_of_the_workers_secrets(
     assert psutil.Process(state["pid"]).cwd() == str(request.home_dir)
     assert env["HOME"] == str(request.home_dir)
     assert env[SESSION_ENV] == request.session_id
-    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env["PATH"].split(os.pathsep)[:2] == [
+        str(request.home_dir / ".local" / "bin"),  # the user's Python environment (pip)
+        str(Path(sys.executable).parent),
+    ]
     assert "worker-secret" not in env.values()
 
 

@@ -26,14 +26,9 @@ import argparse
 import collections
 import contextlib
 import http.client
-import json
 import os
-import platform
-import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,10 +47,25 @@ import psutil
 import psycopg
 from psycopg import sql
 
+# isort: split
+# The scripts' shared helpers, bench/common.py (bench/ is on sys.path: the script's folder).
+from common import (
+    ROOT,
+    add_output_arguments,
+    command_line,
+    free_port,
+    kill_group,
+    machine_basics,
+    manage,
+    postgresql_version,
+    publish,
+    start,
+    stop_on_signals,
+)
+
 if TYPE_CHECKING:
     from tests.idp.provider import OidcProvider
 
-ROOT = Path(__file__).resolve().parent.parent
 # The bench's own database, created fresh and dropped at the end: never one named by the
 # environment's DATABASE_URL, which may be somebody's data.
 DATABASE = "portal_bench_access"
@@ -117,31 +127,6 @@ Raw figures: `bench/results/` (not in git).
 
 
 # --- Processes and the database ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(command: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start ``command`` in a process group of its own, output appended to ``log``."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, **kwargs,
-        )  # fmt: skip
-
-
-def kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def recreate_database(server: str, drop_only: bool = False) -> None:
@@ -245,13 +230,6 @@ class Bench:
     provider_process: psutil.Process | None = None
     rss_worker_start: int = 0
 
-    def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True)  # fmt: skip
-        if done.returncode:
-            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
-        return done.stdout
-
     def web_processes(self, server: str = "cached") -> list[psutil.Process]:
         master = psutil.Process(self.webs[server].pid)
         return [master, *master.children(recursive=True)]
@@ -288,7 +266,7 @@ class Bench:
             self.env.pop(name, None)
             os.environ.pop(name, None)
         recreate_database(self.args.server)
-        self.manage("migrate", "--noinput")
+        manage(self.env, "migrate", "--noinput")
 
         # This process reads the same database with the portal's settings: users, sessions
         # and the query counts come from here.
@@ -310,7 +288,7 @@ class Bench:
             # Members of the access group, not staff: the policy check asks the database.
             user = User.objects.create_user(username=f"bench-token-{i}")
             user.groups.add(group)
-            tokens.append(self.manage("issue_token", user.username).strip())
+            tokens.append(manage(self.env, "issue_token", user.username).strip())
         password = secrets.token_urlsafe(16)
         access_tokens = []
         for i in range(CLIENTS):
@@ -561,18 +539,11 @@ class Bench:
 
 
 def machine(server: str) -> dict[str, Any]:
-    model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-    with psycopg.connect(f"{server}/postgres") as conn:
-        postgres = conn.execute("SHOW server_version").fetchone() or ("?",)
     return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model.group(1) if model else platform.machine(),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **machine_basics(),
         "django": version("django"),
         "gunicorn": version("gunicorn"),
-        "postgresql": postgres[0].split()[0],
+        "postgresql": postgresql_version(f"{server}/postgres"),
     }
 
 
@@ -667,29 +638,16 @@ def report(results: dict[str, Any]) -> str:
     return REPORT.format_map(fields)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "Access guard" section of ``path`` (or add it at the end)."""
-    intro = "# Benchmarks\n\nWhat the portal costs, measured by the scripts in `bench/`.\n"
-    text = path.read_text() if path.exists() else intro
-    found = re.search(r"^## Access guard\n.*?(?=^## |\Z)", text, re.M | re.S)
-    if found:
-        text = f"{text[: found.start()]}{section}\n{text[found.end() :]}"
-    else:
-        text = f"{text.rstrip()}\n\n{section}"
-    path.write_text(text.rstrip() + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=500, help="sequential, per path (500)")
     parser.add_argument(
         "--server", default=SERVER, help=f"PostgreSQL server, without a database ({SERVER})"
     )
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    add_output_arguments(parser)
     args = parser.parse_args()
     args.server = args.server.rstrip("/")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
     sys.path.insert(0, str(ROOT))
     from tests.idp.provider import running_provider
 
@@ -712,7 +670,7 @@ def main() -> None:
     now = datetime.now(UTC)
     results: dict[str, Any] = {
         "date": f"{now:%Y-%m-%d %H:%M} UTC",
-        "command": f"cd {ROOT} && {os.path.relpath(sys.executable, ROOT)} {' '.join(sys.argv)}",
+        "command": command_line(),
         "machine": machine(args.server),
         "load_before": load_before,
         "requests": max(1, args.requests // BLOCK) * BLOCK,
@@ -725,13 +683,7 @@ def main() -> None:
         "rss_worker_start": bench.rss_worker_start,
     }
     results["summary"] = summarise(results)
-    section = report(results)
-    print(f"\n{section}")
-    write_section(args.output, section)
-    raw = ROOT / "bench" / "results" / f"access-{now:%Y%m%dT%H%M%S}.json"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps(results, indent=2))
-    print(f"Written: {args.output}, {raw}")
+    publish(args, "Access guard", report(results), "access", now, results)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ import contextlib
 import functools
 import json
 import os
-import platform
-import re
 import resource
 import secrets
 import shlex
@@ -46,7 +44,23 @@ import redis
 import requests
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
+# isort: split
+# The scripts' shared helpers, bench/common.py (bench/ is on sys.path: the script's folder).
+from common import (
+    ROOT,
+    add_output_arguments,
+    command_line,
+    free_port,
+    kill_group,
+    machine_basics,
+    manage,
+    postgresql_version,
+    publish,
+    spread,
+    start,
+    stop_on_signals,
+)
+
 BIN = Path(sys.executable).parent
 DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/portal_bench",
@@ -149,33 +163,6 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_port() -> int:
-    # An ephemeral port: outside the local spawner's range (20000-29999 by default).
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(command: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start ``command`` in a process group of its own, output appended to ``log``."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, **kwargs,
-        )  # fmt: skip
-
-
-def kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace)
-    # Also what the leader left behind in its group (jupyter-lsp's `npm`, for one).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def ensure_database(url: str) -> None:
     parts = urlsplit(url)
     with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
@@ -204,17 +191,10 @@ class Bench:
     def api(self, path: str) -> str:
         return f"{self.base}/api/v1/{path}"
 
-    def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True)  # fmt: skip
-        if done.returncode:
-            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
-        return done.stdout
-
     def setup(self) -> None:
         ensure_database(self.env["DATABASE_URL"])
-        self.manage("migrate", "--noinput")
-        out = self.manage("shell", "-c", f"NAMES = {self.names!r}\n{SETUP}")
+        manage(self.env, "migrate", "--noinput")
+        out = manage(self.env, "shell", "-c", f"NAMES = {self.names!r}\n{SETUP}")
         tokens = json.loads(out.strip().splitlines()[-1])
         if "CELERY_BROKER_URL" not in os.environ:
             # Only the bench's own Redis database: tasks left there by an interrupted run.
@@ -337,7 +317,7 @@ class Bench:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         while self.bare:
-            kill_group(self.bare.pop())
+            kill_group(self.bare.pop(), 5)
 
     def round(self, kind: str, names: list[str]) -> list[Any]:
         """Launch for every name at once; each result is measured from one common start."""
@@ -398,7 +378,7 @@ class Bench:
             with contextlib.suppress(Exception):
                 self.stop_sessions(self.names, timeout=30)
         for proc in reversed(self.children):
-            kill_group(proc, 10)
+            kill_group(proc)
         # Backstop for servers whose stop was lost: the spawner marks them with its runtime dir.
         runtime = str(self.var / "spawner")
         for server in psutil.process_iter(["environ"]):
@@ -409,23 +389,12 @@ class Bench:
 
 
 def machine(env: dict[str, str]) -> dict[str, Any]:
-    model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-    with psycopg.connect(env["DATABASE_URL"]) as conn:
-        postgres = conn.execute("SHOW server_version").fetchone() or ("?",)
     return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model.group(1) if model else platform.machine(),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **machine_basics(),
         "jupyterlab": version("jupyterlab"),
-        "postgresql": postgres[0].split()[0],
+        "postgresql": postgresql_version(env["DATABASE_URL"]),
         "redis": redis.Redis.from_url(env["CELERY_BROKER_URL"]).info()["redis_version"],
     }
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} s ({min(values):.2f}–{max(values):.2f})"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -454,31 +423,17 @@ def report(results: dict[str, Any]) -> str:
     return REPORT.format_map(fields)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "Launch" section of ``path`` (or add it), keeping the other sections."""
-    intro = "# Benchmarks\n\nWhat the portal costs, measured by the scripts in `bench/`.\n"
-    text = path.read_text() if path.exists() else intro
-    found = re.search(r"^## Launch\n.*?(?=^## |\Z)", text, re.M | re.S)
-    if found:
-        text = f"{text[: found.start()]}{section}\n{text[found.end() :]}"
-    else:
-        text = f"{text.rstrip()}\n\n{section}"
-    path.write_text(text.rstrip() + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="one-user rounds of each (7)")
     parser.add_argument("--users", type=int, default=10, help="users launching at once (10)")
     parser.add_argument("--skip-ten", action="store_true", help="only the one-user rounds")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    add_output_arguments(parser)
     parser.add_argument(
         "--api-poll", type=float, default=POLL, help="seconds between GET /api/v1/session/"
     )
     args = parser.parse_args()
-    # Clean up on SIGTERM as on Ctrl+C; SIGINT too when started in the background (ignored).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
     bench, load_before = Bench(args), os.getloadavg()[0]
     try:
         bench.setup()
@@ -501,20 +456,13 @@ def main() -> None:
     )
     results.update(
         date=f"{now:%Y-%m-%d %H:%M} UTC",
-        command=f"cd {ROOT} && {settings}{os.path.relpath(sys.executable, ROOT)} "
-        f"{shlex.join(sys.argv)}",
+        command=command_line(settings),
         machine=machine(bench.env),
         users=len(bench.names),
         load_before=load_before,
         api_poll=args.api_poll,
     )
-    section = report(results)
-    print(f"\n{section}")
-    write_section(args.output, section)
-    raw = ROOT / "bench" / "results" / f"launch-{now:%Y%m%dT%H%M%S}.json"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps(results, indent=2))
-    print(f"Written: {args.output}, {raw}")
+    publish(args, "Launch", report(results), "launch", now, results)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +35,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+# isort: split
+# The scripts' shared helpers, bench/common.py (bench/ is on sys.path: the script's folder).
+from common import (
+    ROOT,
+    add_output_arguments,
+    command_line,
+    machine_basics,
+    publish,
+    spread,
+    stop_on_signals,
+)
+
 sys.path.insert(0, str(ROOT))
 from storage_app import fs_scan  # noqa: E402 (after the path: run as a script)
 
@@ -273,26 +282,15 @@ def measure(kind: str, path: Path) -> dict[str, Any]:
 
 
 def machine(path: Path) -> dict[str, Any]:
-    model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-    memory = re.search(r"MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text())
     du_version = subprocess.run(["du", "--version"], capture_output=True, text=True).stdout
     fs_type = subprocess.run(
         ["findmnt", "-n", "-o", "FSTYPE", "--target", str(path)], capture_output=True, text=True
     )
     return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model.group(1) if model else platform.machine(),
-        "ram_gib": round(int(memory.group(1)) / 2**20, 1) if memory else "?",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **machine_basics(),
         "du_version": du_version.splitlines()[0].replace("du (GNU coreutils)", "GNU du"),
         "fs_type": fs_type.stdout.strip() or "?",
     }
-
-
-def spread(values: list[float], unit: str = " s", digits: int = 2) -> str:
-    return (f"{statistics.median(values):.{digits}f}{unit} "
-            f"({min(values):.{digits}f}–{max(values):.{digits}f})")  # fmt: skip
 
 
 def report(results: dict[str, Any]) -> str:
@@ -351,25 +349,14 @@ def report(results: dict[str, Any]) -> str:
     return REPORT.format_map(fields)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "Storage scan" section of ``path`` (or add it at the end)."""
-    text = path.read_text()
-    found = re.search(r"^## Storage scan\n.*?(?=^## |\Z)", text, re.M | re.S)
-    if found:
-        text = f"{text[: found.start()]}{section}\n{text[found.end() :]}"
-    else:
-        text = f"{text.rstrip()}\n\n{section}"
-    path.write_text(text.rstrip() + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=1_000_000, help="files in the tree (1e6)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each (5)")
     parser.add_argument("--keep-tree", action="store_true", help="keep the tree for next time")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    add_output_arguments(parser)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_signals()
     if not fs_scan.native_helper():
         sys.exit("the compiled lister is not built: .venv/bin/python setup.py build_ext --inplace")
     base = Path(tempfile.gettempdir()) / "portal-bench-storage-scan"
@@ -405,7 +392,7 @@ def main() -> None:
     now = datetime.now(UTC)
     results = {
         "date": f"{now:%Y-%m-%d %H:%M} UTC",
-        "command": f"cd {ROOT} && {os.path.relpath(sys.executable, ROOT)} {shlex.join(sys.argv)}",
+        "command": command_line(),
         "machine": system,
         "tree": asdict(made),
         "threads": runs["scan"][0]["threads"],
@@ -414,13 +401,7 @@ def main() -> None:
         "runs": runs,
         "memory": memory,
     }
-    section = report(results)
-    print(f"\n{section}")
-    write_section(args.output, section)
-    raw = ROOT / "bench" / "results" / f"storage-scan-{now:%Y%m%dT%H%M%S}.json"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps(results, indent=2))
-    print(f"Written: {args.output}, {raw}")
+    publish(args, "Storage scan", report(results), "storage-scan", now, results)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,19 @@ class PortalUserAdmin(UserAdmin):
     def has_second_factor(self, user: object) -> bool:
         return totp_device_confirmed(user) is not None  # type: ignore[arg-type]
 
-    @admin.action(description="Reset the second factor (the user sets up a new one)")
+    @admin.action(
+        description="Reset the second factor (the user sets up a new one)",
+        permissions=["change"],
+    )
     def reset_second_factor(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        if (
+            not getattr(request.user, "is_superuser", False)
+            and queryset.filter(is_superuser=True).exists()
+        ):
+            self.message_user(
+                request, "Only a superuser can reset a superuser's second factor.", messages.ERROR
+            )
+            return
         for user in queryset:
             second_factor_reset_by_staff(
                 user=user,

@@ -13,6 +13,7 @@ from django.urls import reverse
 from mozilla_django_oidc.middleware import SessionRefresh
 
 from accounts_app.access import PUBLIC, SIGNED_IN, view_access_policy
+from accounts_app.oidc import oidc_session_stale
 from accounts_app.pages import refusal_page
 from accounts_app.policy import access_refusal, oidc_enabled
 from accounts_app.second_factor import second_factor_passed
@@ -53,6 +54,9 @@ class AccessPolicyMiddleware:
         refusal = access_refusal(request.user)
         if refusal is not None:
             return refusal_page(request, refusal)
+        if oidc_session_stale(request) and request.method != "GET":
+            # The re-check needs a GET (a redirect through the provider): go and do it first.
+            return HttpResponseRedirect(request.path)
         if oidc_enabled():
             # Re-asks the provider (prompt=none) once the ID token is older than
             # OIDC_RENEW_SECONDS: someone disabled there is signed out here.

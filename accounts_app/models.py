@@ -26,6 +26,21 @@ class OidcIdentity(models.Model):
         return f"{self.user} ({self.subject})"
 
 
+class SecondFactorEstablished(models.Model):
+    """The user has passed a second factor here at least once (a code, a backup code or the
+    provider's multi-factor claim). From then on an account without an authenticator can't
+    set one up on its own: that takes a backup code or staff (a reset clears this row)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="second_factor_established"
+    )
+    established_at = models.DateTimeField()
+    method = models.CharField(max_length=20)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.method} since {self.established_at:%Y-%m-%d %H:%M}"
+
+
 class SecondFactorReset(models.Model):
     """A second factor removed, by its owner with a backup code or by staff."""
 

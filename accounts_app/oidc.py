@@ -4,11 +4,13 @@ sign-in, the provider's multi-factor assertion, and RP-initiated logout."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.core.exceptions import SuspiciousOperation
@@ -25,6 +27,7 @@ from mozilla_django_oidc.views import (
 from accounts_app.models import OidcIdentity
 from accounts_app.policy import NOT_OPEN_MESSAGE, access_group, oidc_enabled
 from accounts_app.second_factor import second_factor_mark
+from portal.json_values import has_nul
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,12 @@ def user_for_claims(claims: Mapping[str, Any]) -> User:
             "the portal needs: ask the service desk.",
             "claims_missing",
         )
+    if len(username) > 150 or has_nul(claims):
+        raise SignInRefused(
+            "The identity provider sent claims the portal cannot store (a username over 150 "
+            "characters, or a NUL character): ask the service desk.",
+            "claims_invalid",
+        )
     group = access_group()
     now = timezone.now()
     with transaction.atomic():
@@ -160,6 +169,9 @@ class PortalOidcBackend(OIDCAuthenticationBackend):
         self, access_token: str, id_token: str | None, payload: Mapping[str, Any] | None
     ) -> User:
         userinfo = self.get_userinfo(access_token, id_token, payload)
+        if payload and userinfo.get("sub") != payload.get("sub"):
+            # OIDC Core 5.3.2: a userinfo answer about someone else must not be used.
+            raise SignInRefused("The identity provider's answers did not agree.", "claims_invalid")
         # amr/acr usually come in the ID token; the userinfo answer has the rest.
         claims = {**(payload or {}), **userinfo}
         for name in ("amr", "acr"):
@@ -177,8 +189,28 @@ class PortalOidcBackend(OIDCAuthenticationBackend):
         return user
 
 
+def oidc_session_stale(request: HttpRequest) -> bool:
+    """A session signed in through the provider whose re-check is due: the provider has not
+    vouched for it for OIDC_RENEW_SECONDS. Only a page GET can do the re-check (a redirect
+    through the provider), so writes and API calls with such a session wait for one."""
+    if not oidc_enabled() or not request.user.is_authenticated:
+        return False
+    expires = request.session.get("oidc_id_token_expiration")
+    return expires is not None and float(expires) <= time.time()
+
+
 class PortalCallbackView(OIDCAuthenticationCallbackView):
     """After the provider: sign in, and count the provider's multi-factor assertion."""
+
+    def login_failure(self) -> HttpResponse:
+        # Also when a re-check of a signed-in session is refused: it ends here too.
+        if self.request.user.is_authenticated:
+            refusal = self.request.session.get(REFUSAL_SESSION_KEY)
+            auth.logout(self.request)
+            if refusal:
+                self.request.session[REFUSAL_SESSION_KEY] = refusal
+        response: HttpResponse = super().login_failure()
+        return response
 
     def login_success(self) -> HttpResponse:
         response: HttpResponse = super().login_success()

@@ -9,6 +9,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 
 from accounts_app.api_auth import OidcBearerAuthentication
+from accounts_app.oidc import oidc_session_stale
 from accounts_app.policy import access_refusal
 from accounts_app.second_factor import second_factor_passed
 from portal.api_auth import BearerTokenAuthentication
@@ -38,6 +39,15 @@ class PortalAccess(permissions.BasePermission):
             return False  # DRF answers 401 with the authentication challenge
         if not request_passed_second_factor(request):
             raise ApiError(403, SECOND_FACTOR_MESSAGE, "second_factor_required")
+        if isinstance(
+            request.successful_authenticator, SessionAuthentication
+        ) and oidc_session_stale(request._request):
+            raise ApiError(
+                403,
+                "Your sign-in needs to be confirmed by the identity provider again: open any "
+                "portal page, then retry.",
+                "reauthentication_required",
+            )
         refusal = access_refusal(user)
         if refusal is not None:
             raise ApiError(403, refusal.message, refusal.code)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts_app.models import SecondFactorReset
+from accounts_app.models import SecondFactorEstablished, SecondFactorReset
 
 SESSION_KEY = "portal_second_factor"
 DEVICE_NAME = "Authenticator app"
@@ -55,6 +55,18 @@ def second_factor_passed(request: HttpRequest) -> bool:
 
 def second_factor_mark(request: HttpRequest, method: str) -> None:
     request.session[SESSION_KEY] = method
+    if request.user.is_authenticated:
+        SecondFactorEstablished.objects.get_or_create(
+            user_id=request.user.pk,
+            defaults={"established_at": timezone.now(), "method": method},
+        )
+
+
+def second_factor_enrolment_open(user: AbstractBaseUser) -> bool:
+    """Whether ``user`` may set up an authenticator without one: only before they have ever
+    passed a second factor here, or after a reset (a backup code or staff). Otherwise whoever
+    holds just the first factor could enrol their own device."""
+    return not SecondFactorEstablished.objects.filter(user_id=user.pk).exists()
 
 
 def second_factor_method(request: HttpRequest) -> str:
@@ -184,6 +196,7 @@ def backup_codes_renew(user: AbstractBaseUser) -> list[str]:
 def _remove_devices(user: AbstractBaseUser) -> None:
     TOTPDevice.objects.filter(user_id=user.pk).delete()
     StaticDevice.objects.filter(user_id=user.pk).delete()
+    SecondFactorEstablished.objects.filter(user_id=user.pk).delete()
 
 
 def second_factor_reset_with_backup_code(user: AbstractBaseUser, code: str) -> None:

@@ -25,6 +25,7 @@ from accounts_app.second_factor import (
     SecondFactorError,
     backup_codes_left,
     backup_codes_renew,
+    second_factor_enrolment_open,
     second_factor_mark,
     second_factor_method,
     second_factor_passed,
@@ -151,7 +152,7 @@ def second_factor(request: HttpRequest) -> HttpResponse:
     next_url = _next_url(request)
     if second_factor_passed(request):
         return HttpResponseRedirect(next_url)
-    if totp_device_confirmed(user) is None:
+    if totp_device_confirmed(user) is None and second_factor_enrolment_open(user):
         return _with_next("second-factor-setup", next_url)
     form = CodeForm(request.POST or None)
     method, status = _submit_code(request, form, lambda code: second_factor_verify(user, code))
@@ -163,7 +164,12 @@ def second_factor(request: HttpRequest) -> HttpResponse:
                 request, f"You used a backup code: {left} left. Make new ones on your account page."
             )
         return HttpResponseRedirect(next_url)
-    context = {"form": form, "next": next_url, "reset_form": CodeForm()}
+    context = {
+        "form": form,
+        "next": next_url,
+        "reset_form": CodeForm(),
+        "no_device": totp_device_confirmed(user) is None,
+    }
     return render(request, "accounts/second_factor.html", context, status=status)
 
 
@@ -175,9 +181,9 @@ def second_factor_setup(request: HttpRequest) -> HttpResponse:
     backup codes."""
     user = _user(request)
     next_url = _next_url(request)
-    if totp_device_confirmed(user) is not None:
-        # Replacing a working authenticator takes a backup code (the reset form), never
-        # just a password.
+    if totp_device_confirmed(user) is not None or not second_factor_enrolment_open(user):
+        # Replacing (or adding) an authenticator after the first sign-in takes a backup code
+        # (the reset form) or staff, never just the first factor.
         return _with_next("second-factor", next_url)
     form = CodeForm(request.POST or None)
     codes, status = _submit_code(request, form, lambda code: totp_confirm(user, code))

@@ -20,12 +20,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from portal.json_values import has_nul
 from suspension_app.mail import format_utc
-from suspension_app.models import RuleEvent, Suspension
+from suspension_app.models import LIFT_PERMISSION, RuleEvent, Suspension
 from suspension_app.selectors import suspension_active_for
 from suspension_app.services import SuspensionError, suspension_impose, suspension_lift
-
-LIFT_PERMISSION = "suspension_app.lift_suspension"
 
 
 class SuspendForm(forms.ModelForm):
@@ -55,6 +54,8 @@ class SuspendForm(forms.ModelForm):
             return {}
         if not isinstance(evidence, dict):
             raise ValidationError('Give the evidence as a JSON object, e.g. {"ticket": "123"}.')
+        if has_nul(evidence):
+            raise ValidationError("The evidence must not contain NUL characters (\\u0000).")
         return evidence
 
 

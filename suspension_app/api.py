@@ -9,14 +9,14 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts_app.permissions import PortalAccess
 from portal.api_errors import ApiError, ApiErrorSerializer
-from suspension_app.models import Suspension
+from suspension_app.models import LIFT_PERMISSION, Suspension
 from suspension_app.selectors import suspension_active_for, suspension_by_id, suspensions_filtered
 from suspension_app.serializers import (
     LiftSerializer,
@@ -43,10 +43,38 @@ def _api_error(exc: SuspensionError) -> ApiError:
     )
 
 
+class _StaffMay(BasePermission):
+    """The same model permissions the admin asks for: ``view`` to read, ``add`` to suspend,
+    ``lift`` to reinstate (superusers have them all)."""
+
+    perms: dict[str, str] = {}
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        needed = self.perms.get(request.method or "", self.perms.get("*", ""))
+        if needed and not request.user.has_perm(needed):
+            raise ApiError(
+                status.HTTP_403_FORBIDDEN,
+                f"You need the permission '{needed}' for this.",
+                "permission_denied",
+            )
+        return True
+
+
+class CanViewOrSuspend(_StaffMay):
+    perms = {
+        "GET": "suspension_app.view_suspension",
+        "POST": "suspension_app.add_suspension",
+    }
+
+
+class CanLift(_StaffMay):
+    perms = {"*": LIFT_PERMISSION}
+
+
 class SuspensionListView(generics.ListAPIView[Suspension]):
     """Suspensions, newest first and paginated; staff suspend users here."""
 
-    permission_classes = [PortalAccess, IsAdminUser]
+    permission_classes = [PortalAccess, IsAdminUser, CanViewOrSuspend]
     serializer_class = SuspensionSerializer
 
     @extend_schema(
@@ -111,7 +139,7 @@ class SuspensionListView(generics.ListAPIView[Suspension]):
 class SuspensionLiftView(APIView):
     """Reinstate a suspended user, with the investigation note."""
 
-    permission_classes = [PortalAccess, IsAdminUser]
+    permission_classes = [PortalAccess, IsAdminUser, CanLift]
 
     @extend_schema(
         request=LiftSerializer,

@@ -4,6 +4,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+# The permission to reinstate (lift) a suspension; the admin and the staff API ask for it.
+LIFT_PERMISSION = "suspension_app.lift_suspension"
+
 
 class Suspension(models.Model):
     """A user's suspension (service rule 11), imposed by staff or a rule, lifted by staff.

@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from portal.json_values import has_nul
 from suspension_app.models import Suspension
 
 
@@ -64,6 +65,11 @@ class SuspendSerializer(serializers.Serializer[Any]):
     evidence = serializers.DictField(
         required=False, default=dict, help_text="Any JSON object, kept for the investigation."
     )
+
+    def validate_evidence(self, value: dict[str, Any]) -> dict[str, Any]:
+        if has_nul(value):
+            raise serializers.ValidationError("must not contain NUL characters (\\u0000).")
+        return value
 
 
 class LiftSerializer(serializers.Serializer[Any]):

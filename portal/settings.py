@@ -290,7 +290,7 @@ LOCAL_SPAWNER_PUBLIC_HOST = env_str("LOCAL_SPAWNER_PUBLIC_HOST", "127.0.0.1")
 # Private storage: one home per user (the session's working directory; pip/conda installs go
 # there), kept while the user starts a session at least every STORAGE_RETENTION_DAYS.
 STORAGE_HOME_ROOT = Path(env_str("STORAGE_HOME_ROOT", str(VAR_DIR / "home"))).resolve()
-STORAGE_PRIVATE_QUOTA_BYTES = env_int("STORAGE_PRIVATE_QUOTA_BYTES", 1024**3, minimum=0)
+STORAGE_PRIVATE_QUOTA_BYTES = env_int("STORAGE_PRIVATE_QUOTA_BYTES", 1024**3, minimum=1)
 STORAGE_RETENTION_DAYS = env_int("STORAGE_RETENTION_DAYS", 31, minimum=1)
 STORAGE_RETENTION_WARNING_DAYS = sorted(
     {int(day) for day in env_list("STORAGE_RETENTION_WARNING_DAYS", ["7", "1"]) if day.isdigit()},
@@ -300,11 +300,12 @@ STORAGE_RETENTION_WARNING_DAYS = sorted(
 # usage is under the low-water mark. Over the shared maximum, the least recently modified
 # files across all users go until the whole is under its low-water mark.
 STORAGE_SCRATCH_ROOT = Path(env_str("STORAGE_SCRATCH_ROOT", str(VAR_DIR / "scratch"))).resolve()
-STORAGE_SCRATCH_QUOTA_BYTES = env_int("STORAGE_SCRATCH_QUOTA_BYTES", 100 * 1024**3, minimum=0)
+# A quota or maximum of 0 would remove every scratch file: the minimum is one byte.
+STORAGE_SCRATCH_QUOTA_BYTES = env_int("STORAGE_SCRATCH_QUOTA_BYTES", 100 * 1024**3, minimum=1)
 STORAGE_SCRATCH_LOW_WATER = env_float("STORAGE_SCRATCH_LOW_WATER", 0.9, minimum=0.0)
 STORAGE_SCRATCH_POLICY = env_choice("STORAGE_SCRATCH_POLICY", "largest", ("largest", "oldest"))
 STORAGE_SHARED_SCRATCH_MAX_BYTES = env_int(
-    "STORAGE_SHARED_SCRATCH_MAX_BYTES", 10 * 1024**4, minimum=0
+    "STORAGE_SHARED_SCRATCH_MAX_BYTES", 10 * 1024**4, minimum=1
 )
 STORAGE_SHARED_SCRATCH_LOW_WATER = env_float("STORAGE_SHARED_SCRATCH_LOW_WATER", 0.9, minimum=0.0)
 # Modification times further than this in the future count as an attempt to dodge the
@@ -328,6 +329,17 @@ for _name, _fraction in (
 ):
     if not 0 < _fraction <= 1:
         raise ImproperlyConfigured(f"{_name} must be a fraction in (0, 1], got {_fraction}")
+# Homes and scratch in one tree would let a cleanup or a retention deletion of one area
+# remove the other's files (a user named "scratch" would even get every user's scratch).
+if (
+    STORAGE_HOME_ROOT == STORAGE_SCRATCH_ROOT
+    or STORAGE_HOME_ROOT in STORAGE_SCRATCH_ROOT.parents
+    or STORAGE_SCRATCH_ROOT in STORAGE_HOME_ROOT.parents
+):
+    raise ImproperlyConfigured(
+        "STORAGE_HOME_ROOT and STORAGE_SCRATCH_ROOT must be separate folders, neither inside "
+        f"the other (got {STORAGE_HOME_ROOT} and {STORAGE_SCRATCH_ROOT})"
+    )
 
 # --- Suspension ---------------------------------------------------------------------------------
 

@@ -240,7 +240,7 @@ def session_spawn(session_id: str) -> None:
     if settings.NOTEBOOKS_LIBRARY_URL:
         progress("Cloning the notebooks library…")
     try:
-        folders = session_folders_prepare(session.user.get_username())
+        folders = session_folders_prepare(session.user_id)
     except OSError as exc:
         log.warning("session %s: storage not ready: %s", session_id, exc)
         _fail_start(session_id, Reason.BACKEND_ERROR, f"Your storage could not be prepared: {exc}")

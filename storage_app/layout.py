@@ -4,66 +4,66 @@ Every session has three folders: the private home (read-write, the working direc
 user's scratch folder (read-write) and ``notebooks-library`` in the home (read-only, a fresh
 clone at each spawn, see :mod:`storage_app.library`). Back-ends decide how the session reaches
 them (the local one links ``scratch`` into the home; see ``docs/architecture.md``).
+
+Folders are named after the account's primary key (``u~<pk>``), not its username: a renamed
+user keeps them, and a new account that takes a deleted user's name (OIDC creates users by the
+provider's username) starts empty. Primary keys are never reused (PostgreSQL sequences, Django's
+SQLite ``AUTOINCREMENT``) unless an operator resets a sequence or loads users with explicit keys,
+so no quarantine on deletion is needed: a deleted user's folders stay behind, adopted by nobody,
+until an operator removes them (the retention sweep only visits existing accounts). The ``~``
+keeps these names apart from the username-named folders of earlier versions: a kept username
+never contained ``~``, and a changed one had exactly 12 hex digits after it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from storage_app.library import Status, library_clone
 
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
 LIBRARY_DIR_NAME = "notebooks-library"
 
-# What Django's default username validator allows, in ASCII: such names are their own folder
-# name. Anything else gets a hash suffix after "~", which no kept name contains, so a changed
-# name never equals a kept one, and two changed names differ by their hashes.
-_KEPT = re.compile(r"[A-Za-z0-9@+_-][A-Za-z0-9.@+_-]{0,149}")
-_UNSAFE = re.compile(r"[^A-Za-z0-9.@+_-]")
-_READABLE_MAX = 64
-_HASH_CHARS = 12  # 48 bits: a collision needs ~16 million odd names sharing a readable part
 
+def folder_name(user: AbstractBaseUser | int) -> str:
+    """The user's folder name under the storage roots, ``u~<pk>`` (see the module docstring).
 
-def folder_name(username: str) -> str:
-    """The user's folder name under the storage roots: injective, never hidden, never a path.
-
-    A name Django's default validator accepts (ASCII letters, digits, ``@.+-_``) is kept as it
-    is unless it starts with a dot; any other gets a readable part and a short hash of the name.
+    ``user`` is the user or its primary key; an unsaved user (no key) is a ``ValueError``.
     """
-    if _KEPT.fullmatch(username):
-        return username
-    readable = _UNSAFE.sub("_", username)[:_READABLE_MAX]
-    readable = re.sub(r"^\.", "_", readable) or "_"
-    digest = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{readable}~{digest[:_HASH_CHARS]}"
+    pk = getattr(user, "pk", user)
+    if isinstance(pk, bool) or not isinstance(pk, int) or pk < 1:
+        raise ValueError(f"not a saved user's primary key: {pk!r}")
+    return f"u~{pk}"
 
 
-def home_path(username: str) -> Path:
-    """The user's private home under ``STORAGE_HOME_ROOT``."""
+def home_path(user: AbstractBaseUser | int) -> Path:
+    """The user's private home under ``STORAGE_HOME_ROOT`` (``user``: the user or its pk)."""
     root: Path = settings.STORAGE_HOME_ROOT
-    return root / folder_name(username)
+    return root / folder_name(user)
 
 
-def scratch_path(username: str) -> Path:
-    """The user's scratch folder under ``STORAGE_SCRATCH_ROOT``."""
+def scratch_path(user: AbstractBaseUser | int) -> Path:
+    """The user's scratch folder under ``STORAGE_SCRATCH_ROOT`` (``user``: the user or its pk)."""
     root: Path = settings.STORAGE_SCRATCH_ROOT
-    return root / folder_name(username)
+    return root / folder_name(user)
 
 
-def home_ensure(username: str) -> Path:
+def home_ensure(user: AbstractBaseUser | int) -> Path:
     """Create the user's home if missing (only the owner may enter it) and return it."""
-    return _private_dir_ensure(home_path(username))
+    return _private_dir_ensure(home_path(user))
 
 
-def scratch_ensure(username: str) -> Path:
+def scratch_ensure(user: AbstractBaseUser | int) -> Path:
     """Create the user's scratch folder if missing (only the owner may enter it); return it."""
-    return _private_dir_ensure(scratch_path(username))
+    return _private_dir_ensure(scratch_path(user))
 
 
 def _private_dir_ensure(path: Path) -> Path:
@@ -93,15 +93,15 @@ class SessionFolders:
     library_status: Status
 
 
-def session_folders_prepare(username: str) -> SessionFolders:
+def session_folders_prepare(user: AbstractBaseUser | int) -> SessionFolders:
     """Make sure the home and scratch exist, and clone a fresh notebooks library into the home.
 
     Slow (a network clone, up to ``NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS``): never call it inside a
     database transaction. Raises ``OSError`` only if the home or scratch cannot be made; a
     library that cannot be cloned is reported in the result instead.
     """
-    home = home_ensure(username)
-    scratch = scratch_ensure(username)
+    home = home_ensure(user)
+    scratch = scratch_ensure(user)
     library = home / LIBRARY_DIR_NAME
     result = library_clone(
         library,

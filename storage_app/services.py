@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from sessions_app.selectors import session_active_for
 from storage_app import mail
-from storage_app.fs_remove import remove_entries, remove_entry, would_remove
+from storage_app.fs_remove import CHANGED, VANISHED, remove_entries, remove_entry, would_remove
 from storage_app.fs_scan import scan_tree
 from storage_app.fs_types import FileEntry, Order, Removal, ScanResult
 from storage_app.layout import home_path, scratch_path
@@ -453,7 +453,7 @@ def _save_measurement(account: StorageAccount, area: str, usage: AreaScan, now: 
 def _measure_private(
     account: StorageAccount, username: str, now: datetime, dry_run: bool
 ) -> AreaScan:
-    usage = AreaScan.of(_scan(home_path(username)))
+    usage = AreaScan.of(_scan(home_path(account.user_id)))
     if not dry_run:
         _save_measurement(account, "private", usage, now)
     return usage
@@ -465,7 +465,7 @@ def storage_scan_user(user: AbstractBaseUser) -> UsageScan:
     account = storage_account_for(user, now)
     username = user.get_username()
     private = _measure_private(account, username, now, dry_run=False)
-    scratch = AreaScan.of(_scan(scratch_path(username)))
+    scratch = AreaScan.of(_scan(scratch_path(user)))
     _save_measurement(account, "scratch", scratch, now)
     return UsageScan(private=private, scratch=scratch, measured_at=now)
 
@@ -499,7 +499,7 @@ def _enforce_user(
     lease: _Lease | None,
 ) -> CleanupReport:
     username = user.get_username()
-    root = scratch_path(username)
+    root = scratch_path(user)
     order: Order = "oldest" if settings.STORAGE_SCRATCH_POLICY == "oldest" else "largest"
     rule = (
         RemovalRecord.Rule.SCRATCH_QUOTA_OLDEST
@@ -535,6 +535,8 @@ def _enforce_user(
         return report
 
     report.over = True
+    if lease is not None:
+        lease.renew()  # lost while scanning: raise before anything is removed
     run = _run_start(CleanupRun.Kind.SCRATCH_USER, user, report, now)
     report.run_id = run.pk
     recorder = _Recorder(report, run, rule, now, lease)
@@ -546,7 +548,7 @@ def _enforce_user(
             removals = remove_entries(root, _ordered(scan.candidates, order), dry_run=dry_run)
             with closing(cast(Generator[Removal, None, None], removals)):
                 for removal in removals:
-                    if recorder.add(user.pk, username, removal):
+                    if recorder.add(user.pk, username, removal) or _gone_since_scan(removal):
                         estimate -= removal.entry.blocks_bytes
                     if estimate <= report.target_bytes:
                         break
@@ -629,7 +631,14 @@ class _Oldest:
     entry: FileEntry = field(compare=False)
 
 
-def _shared_scan(limit: int) -> tuple[int, list[_Oldest], bool]:
+def _gone_since_scan(removal: Removal) -> bool:
+    """The user removed or changed the file after the scan: its space counts as gone (erring
+    towards removing less; the next sweep measures again), so the cleanup does not take the
+    next file in its place."""
+    return removal.reason in (VANISHED, CHANGED)
+
+
+def _shared_scan(limit: int, lease: _Lease | None = None) -> tuple[int, list[_Oldest], bool]:
     """The whole scratch's usage and its ``limit`` least recently modified files, across users.
 
     Memory stays bounded: one user's scan keeps at most ``limit`` files, merged into one heap of
@@ -641,8 +650,10 @@ def _shared_scan(limit: int) -> tuple[int, list[_Oldest], bool]:
     users = get_user_model().objects.order_by("pk").only("pk", "username")
     for user in users.iterator():
         username = user.get_username()
-        root = scratch_path(username)
+        root = scratch_path(user)
         scan = _scan(root, keep=limit, order="oldest")
+        if lease is not None:
+            lease.renew()  # a scan of every user's scratch can outlast the lease
         if scan is None:
             continue
         total += scan.bytes_used
@@ -685,7 +696,7 @@ def _enforce_shared(*, dry_run: bool, now: datetime, lease: _Lease | None) -> Cl
         limit_bytes=maximum,
         target_bytes=_low_water(maximum, settings.STORAGE_SHARED_SCRATCH_LOW_WATER),
     )
-    total, candidates, complete = _shared_scan(CANDIDATES_PER_PASS)
+    total, candidates, complete = _shared_scan(CANDIDATES_PER_PASS, lease)
     report.used_bytes = report.after_bytes = total
     if total <= maximum:
         return report
@@ -699,7 +710,7 @@ def _enforce_shared(*, dry_run: bool, now: datetime, lease: _Lease | None) -> Cl
             removed_before = report.files_removed
             for item in candidates:
                 removal = remove_entry(item.root, item.entry, dry_run=dry_run)
-                if recorder.add(item.user_id, item.username, removal):
+                if recorder.add(item.user_id, item.username, removal) or _gone_since_scan(removal):
                     estimate -= item.entry.blocks_bytes
                 if estimate <= report.target_bytes:
                     break
@@ -711,7 +722,7 @@ def _enforce_shared(*, dry_run: bool, now: datetime, lease: _Lease | None) -> Cl
                 or report.files_removed == removed_before
             ):
                 break
-            total, candidates, complete = _shared_scan(CANDIDATES_PER_PASS)
+            total, candidates, complete = _shared_scan(CANDIDATES_PER_PASS, lease)
             estimate = total
             if estimate <= report.target_bytes:
                 break
@@ -770,6 +781,8 @@ def private_retention_sweep(
     Accounts without a storage row have no deadline yet (it starts when the row is created).
     """
     now = now or timezone.now()
+    if not dry_run:
+        _remove_deleting_leftovers(Path(settings.STORAGE_HOME_ROOT))
     horizon = now + timedelta(days=max(_thresholds(), default=0))
     accounts = StorageAccount.objects.filter(
         delete_after__lte=horizon, retention_exempt=False, private_deleted_at__isnull=True
@@ -802,7 +815,7 @@ def _retention_user(
         return outcome("none")
     if now < deadline - timedelta(days=max(thresholds, default=0)):
         return outcome("none")
-    if not _is_dir(home_path(username)):
+    if not _is_dir(home_path(user)):
         return outcome("none")  # nothing stored, nothing to lose
     if session_active_for(user) is not None:
         return outcome("kept", "a session is active")
@@ -869,7 +882,7 @@ def _delete_private(
 ) -> RetentionOutcome:
     username = user.get_username()
     deadline = account.delete_after
-    home = home_path(username)
+    home = home_path(user)
     root = Path(settings.STORAGE_HOME_ROOT)
     if home.parent != root or home.name in ("", ".", ".."):
         raise ValueError(f"{home} is not a folder directly under STORAGE_HOME_ROOT ({root})")
@@ -893,25 +906,14 @@ def _delete_private(
         report.files_removed, report.bytes_freed = before.files, before.bytes_used
         _run_finish(run, report)
         return outcome("deleted")
-    # The claim: a session started since we read the row moved the deadline, so this matches
-    # nothing; a session started from now on sees private_deleted_at and clears it.
-    claimed = StorageAccount.objects.filter(
-        pk=account.pk,
-        delete_after=deadline,
-        retention_exempt=False,
-        private_deleted_at__isnull=True,
-    ).update(private_deleted_at=now)
-    if not claimed:
-        return outcome("kept", "the account changed meanwhile")
-    if session_active_for(user) is not None:
-        StorageAccount.objects.filter(pk=account.pk, private_deleted_at=now).update(
-            private_deleted_at=None
-        )
-        return outcome("kept", "a session was started")
     mtime = _home_mtime(home)
+    leftover, reason = _claim_home(user, account.pk, deadline, root, home.name, now)
+    if leftover is None:
+        return outcome("kept", reason)
+    # From here the home is no longer the user's: a launch now gets a fresh, empty one.
     run = _run_start(CleanupRun.Kind.PRIVATE_RETENTION, user, report, now)
-    errors = _rmtree_under(root, home.name)
-    left = AreaScan.of(_scan(home))
+    errors = _rmtree_under(root, leftover)
+    left = AreaScan.of(_scan(root / leftover))
     freed = max(0, before.bytes_used - left.bytes_used)
     report.files_removed = max(0, before.files - left.files)
     report.bytes_freed = freed
@@ -928,18 +930,95 @@ def _delete_private(
             removed_at=now,
         )
     if left.exists:
-        # Partly deleted (permission errors, a tree too deep): the next sweep tries again.
+        # Partly deleted (permission errors, a tree too deep): the renamed folder stays out of
+        # the user's place, and the next sweep removes the rest (_remove_deleting_leftovers).
         report.message = f"{len(errors)} error(s), first: {errors[0] if errors else '?'}"
-        _run_finish(run, report)
-        StorageAccount.objects.filter(pk=account.pk, private_deleted_at=now).update(
-            private_deleted_at=None
-        )
-        _save_measurement(account, "private", left, now)
-        return outcome("failed", report.message)
     _run_finish(run, report)
-    _save_measurement(account, "private", left, now)
+    # What the user's place holds now (nothing, or the fresh home of a launch meanwhile).
+    _save_measurement(account, "private", AreaScan.of(_scan(home)), now)
+    if left.exists:
+        return outcome("failed", report.message)
     transaction.on_commit(lambda: mail.mail_private_deleted(account.pk, now, freed), robust=True)
     return outcome("deleted")
+
+
+# A home being deleted is first renamed to this prefix plus a random hex: folder_name never
+# starts with a dot, so such a name is never a user's folder.
+_DELETING_PREFIX = ".deleting-"
+
+
+def _claim_home(
+    user: AbstractBaseUser,
+    account_id: int,
+    deadline: datetime,
+    root: Path,
+    name: str,
+    now: datetime,
+) -> tuple[str | None, str]:
+    """Take the home away from the user, or say why not: the new name, or None and a reason.
+
+    One transaction holds the account row (a launch's ``storage_session_started`` waits on
+    it), checks again what protects the home, records the claim and renames the home within
+    the root: no launch can slip in between the check and the removal.
+    """
+    with transaction.atomic():
+        current = StorageAccount.objects.select_for_update().filter(pk=account_id).first()
+        if (
+            current is None
+            or current.delete_after != deadline
+            or current.retention_exempt
+            or current.private_deleted_at is not None
+        ):
+            return None, "the account changed meanwhile"
+        if session_active_for(user) is not None:
+            return None, "a session was started"
+        if suspension_active_for(user) is not None:
+            return None, "the account is suspended (no session can be started)"
+        leftover = _rename_away(root, name)
+        if leftover is None:
+            return None, "the home is gone"
+        StorageAccount.objects.filter(pk=account_id).update(private_deleted_at=now)
+    return leftover, ""
+
+
+def _rename_away(root: Path, name: str) -> str | None:
+    """Rename the folder ``root/name`` to a ``.deleting-…`` name in ``root``; None if gone."""
+    leftover = f"{_DELETING_PREFIX}{uuid.uuid4().hex}"
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(f"{root / name} is not a folder")
+        os.rename(name, leftover, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
+    return leftover
+
+
+def _remove_deleting_leftovers(root: Path) -> list[str]:
+    """Remove the renamed homes that a deletion could not finish (errors, a lost worker)."""
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        with os.scandir(root_fd) as entries:
+            names = [
+                entry.name
+                for entry in entries
+                if entry.name.startswith(_DELETING_PREFIX) and entry.is_dir(follow_symlinks=False)
+            ]
+    finally:
+        os.close(root_fd)
+    errors: list[str] = []
+    for name in names:
+        errors += _rmtree_under(root, name)
+    for error in errors:
+        log.warning("storage: could not remove a deleted home: %s", error)
+    return errors
 
 
 def _home_mtime(home: Path) -> datetime | None:

@@ -61,3 +61,35 @@ def test_the_portal_refuses_to_start_with_a_bad_value(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "SPAWNER must be one of local" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"STORAGE_SCRATCH_ROOT": "{var}/home/scratch"}, "must be separate folders"),
+        ({"STORAGE_SCRATCH_ROOT": "{var}/home"}, "must be separate folders"),
+        ({"STORAGE_SCRATCH_QUOTA_BYTES": "0"}, "STORAGE_SCRATCH_QUOTA_BYTES"),
+        ({"STORAGE_SHARED_SCRATCH_MAX_BYTES": "0"}, "STORAGE_SHARED_SCRATCH_MAX_BYTES"),
+        ({"STORAGE_SCRATCH_LOW_WATER": "1.5"}, "STORAGE_SCRATCH_LOW_WATER"),
+    ],
+)
+def test_storage_settings_that_would_remove_too_much_are_refused(
+    tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    # Overlapping roots or a zero quota would make a cleanup remove files the rules don't select.
+    env = {
+        **os.environ,
+        "PORTAL_VAR_DIR": str(tmp_path),
+        "STORAGE_HOME_ROOT": str(tmp_path / "home"),
+        **{name: value.format(var=tmp_path) for name, value in variables.items()},
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr

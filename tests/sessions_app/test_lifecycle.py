@@ -132,7 +132,7 @@ def test_reconcile_ends_a_session_whose_server_died_and_stops_unknown_servers(
         memory_mb=2048,
         cpus=1,
         duration_seconds=600,
-        home_dir=home_ensure("nobody"),
+        home_dir=home_ensure(999_999),
     )
     state = spawner.start(stray, lambda message: None)
 

@@ -151,7 +151,7 @@ def test_a_session_gets_its_three_folders_and_pip_installs_persist(
     session = launch_running(accepted)
 
     # then its working directory is the private home, only the user's
-    home, scratch = home_path(accepted.username), scratch_path(accepted.username)
+    home, scratch = home_path(accepted), scratch_path(accepted)
     info = home.stat()
     assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, os.getuid())
     assert psutil.Process(session.spawner_state["pid"]).cwd() == str(home)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage_app import services
+from storage_app.layout import folder_name
 from storage_app.models import RemovalRecord, StorageAccount
 from storage_app.services import path_text, scratch_enforce_user, storage_account_for
 from tests.storage_app.test_services import PAST, files_under, put, usage
@@ -85,7 +86,7 @@ def test_exactly_the_selected_files_are_removed(
 ) -> None:
     monkeypatch.setattr(services, "CANDIDATES_PER_PASS", per_pass)
     with tempfile.TemporaryDirectory() as base:
-        root = Path(base) / "scratch" / "owner"
+        root = Path(base) / "scratch" / folder_name(owner)
         names = []
         for index, (blocks, days, folder, stem) in enumerate(files):
             name = folder.encode() + stem + b"-%d" % index

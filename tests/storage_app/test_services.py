@@ -68,13 +68,13 @@ def allocated(path: Path) -> int:
 
 
 def scratch_of(user: User) -> Path:
-    path = scratch_path(user.get_username())
+    path = scratch_path(user)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def home_of(user: User) -> Path:
-    path = home_path(user.get_username())
+    path = home_path(user)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

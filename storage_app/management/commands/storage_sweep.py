@@ -20,7 +20,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help="Decide as a real pass would, but remove, record, mail and report nothing.",
+            help="Decide as a real pass would, but remove, mail and report nothing (only the "
+            "dry run itself is recorded, as a cleanup run marked dry).",
         )
         parser.add_argument(
             "--user",

@@ -19,13 +19,7 @@ from accounts_app.serializers import (
 )
 from portal.api_errors import ApiError, ApiErrorSerializer
 from portal.models import ApiToken
-from portal.tokens import token_issue, token_resolve, token_revoke
-
-
-def _live_tokens(user: AbstractBaseUser) -> QuerySet[ApiToken]:
-    return ApiToken.objects.filter(user_id=user.pk, revoked_at__isnull=True).order_by(
-        "-created_at", "-pk"
-    )
+from portal.tokens import token_create, token_revoke, tokens_live_for
 
 
 class TokenListView(generics.ListAPIView[ApiToken]):
@@ -35,7 +29,7 @@ class TokenListView(generics.ListAPIView[ApiToken]):
     permission_classes = [PortalAccess, BrowserSessionOnly]
 
     def get_queryset(self) -> QuerySet[ApiToken]:
-        return _live_tokens(cast(AbstractBaseUser, self.request.user))
+        return tokens_live_for(cast(AbstractBaseUser, self.request.user))
 
     @extend_schema(
         request=ApiTokenCreateSerializer,
@@ -50,11 +44,9 @@ class TokenListView(generics.ListAPIView[ApiToken]):
         factor may do this (403 ``session_required`` with a token)."""
         body = ApiTokenCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        raw = token_issue(
+        raw, token = token_create(
             user=cast(AbstractBaseUser, request.user), name=body.validated_data["name"]
         )
-        token = token_resolve(raw)
-        assert token is not None
         data = {**ApiTokenSerializer(token).data, "token": raw}
         return Response(data, status=status.HTTP_201_CREATED)
 
@@ -65,7 +57,7 @@ class TokenDetailView(generics.GenericAPIView[ApiToken]):
     @extend_schema(responses={204: None, 404: ApiErrorSerializer})
     def delete(self, request: Request, token_id: int) -> Response:
         """Revoke one of the caller's tokens: 204; 404 ``not_found`` if it isn't theirs."""
-        token = _live_tokens(cast(AbstractBaseUser, request.user)).filter(pk=token_id).first()
+        token = tokens_live_for(cast(AbstractBaseUser, request.user)).filter(pk=token_id).first()
         if token is None:
             raise ApiError(status.HTTP_404_NOT_FOUND, "You have no such token.", "not_found")
         token_revoke(token)

@@ -35,8 +35,7 @@ from accounts_app.second_factor import (
     totp_device_confirmed,
     totp_enrolment,
 )
-from portal.models import ApiToken
-from portal.tokens import token_issue, token_revoke
+from portal.tokens import token_issue, token_revoke, tokens_live_for
 
 LOCAL_LOGIN_OFF = "Signing in with a password is turned off here: use the button above."
 
@@ -216,9 +215,7 @@ def second_factor_reset(request: HttpRequest) -> HttpResponse:
 def _account_page(request: HttpRequest, **extra: Any) -> HttpResponse:
     user = _user(request)
     status = extra.pop("status", 200)
-    tokens = ApiToken.objects.filter(user_id=user.pk, revoked_at__isnull=True).order_by(
-        "-created_at"
-    )
+    tokens = tokens_live_for(user)
     context = {
         "tokens": tokens,
         "token_form": extra.pop("token_form", TokenCreateForm()),
@@ -247,7 +244,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
-    token = ApiToken.objects.filter(pk=token_id, user_id=_user(request).pk).first()
+    token = tokens_live_for(_user(request)).filter(pk=token_id).first()
     if token is None:
         return _account_page(request, error="No such token.", status=404)
     token_revoke(token)

@@ -7,6 +7,7 @@ import secrets
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from portal.models import ApiToken
@@ -21,17 +22,29 @@ def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def token_issue(*, user: AbstractBaseUser, name: str = "") -> str:
-    """Create a token for ``user`` and return it; it is shown once and never stored."""
+def token_create(*, user: AbstractBaseUser, name: str = "") -> tuple[str, ApiToken]:
+    """Create a token for ``user``: the token itself (shown once, never stored) and its row."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    ApiToken.objects.create(
+    token = ApiToken.objects.create(
         user_id=user.pk,
         name=name,
         prefix=raw[:12],
         digest=_digest(raw),
         created_at=timezone.now(),
     )
-    return raw
+    return raw, token
+
+
+def token_issue(*, user: AbstractBaseUser, name: str = "") -> str:
+    """Create a token for ``user`` and return it; it is shown once and never stored."""
+    return token_create(user=user, name=name)[0]
+
+
+def tokens_live_for(user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    """The user's tokens that still work, newest first."""
+    return ApiToken.objects.filter(user_id=user.pk, revoked_at__isnull=True).order_by(
+        "-created_at", "-pk"
+    )
 
 
 def token_revoke(token: ApiToken) -> None:

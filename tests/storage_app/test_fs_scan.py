@@ -118,8 +118,21 @@ def totals(result: ScanResult) -> tuple[int, int, int, int]:
     return result.bytes_used, result.files, result.dirs, result.errors
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def fds_into(root: Path) -> set[int]:
+    """This process's descriptors open on ``root`` or below. Only these: other threads of the
+    test process (a worker, a connection pool) open and close their own meanwhile."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue  # closed since the listing
+        except OSError:
+            found.add(int(name))  # a path too long to print: only the deep tree has those
+            continue
+        if target == str(root) or target.startswith(f"{root}/"):
+            found.add(int(name))
+    return found
 
 
 def around_visits(
@@ -365,7 +378,7 @@ def test_very_deep_tree(
 ) -> None:
     root, comb = deep_tree
     reopens = count_reopens(monkeypatch)
-    before = open_fds()
+    assert fds_into(root) == set()
 
     # Descriptors: a bounded number per thread (an error would show in the totals).
     with descriptors_limited_to(2 * (fs_scan.OPEN_FOLDERS + 4)):
@@ -375,7 +388,7 @@ def test_very_deep_tree(
     assert totals(result) == totals(reference(root)[0])
     assert totals(result)[1:] == (DEPTH * (3 if comb else 1), dirs, 0)
     assert len(result.candidates) == 3
-    assert open_fds() == before  # all closed
+    assert fds_into(root) == set()  # all closed
     # In the comb, one thread closes folders on the way down and reopens them on the way back
     # (two threads may not: the idle one's requests for work empty the shallow folders first).
     if lister.keywords["threads"] == 1:

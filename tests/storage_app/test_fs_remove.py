@@ -30,6 +30,7 @@ from storage_app.fs_remove import (
     would_remove,
 )
 from storage_app.fs_types import FileEntry, Removal
+from tests.storage_app.descriptors import fds_into
 
 NOBODY = 65534
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
@@ -563,9 +564,6 @@ def test_a_tree_deeper_than_path_max(tmp_path: Path) -> None:
 
 
 def test_every_descriptor_is_closed_whatever_the_outcome(cast: Cast) -> None:
-    def open_descriptors() -> int:
-        return len(os.listdir("/proc/self/fd"))
-
     entries = [
         entry_for(cast.alice, b"notes.txt"),
         entry_for(cast.alice, b"deep/a/b/c/file.txt"),
@@ -576,7 +574,7 @@ def test_every_descriptor_is_closed_whatever_the_outcome(cast: Cast) -> None:
     ]
     (cast.alice / "deep/a/b/c/file.txt").write_bytes(b"changed")
     swap_for_symlink(cast.alice / "data", cast.bob / "data")
-    count = open_descriptors()
+    assert fds_into(cast.base) == set()
 
     removals = list(remove_entries(cast.alice, entries))
     abandoned = remove_entries(cast.alice, entries[1:])
@@ -592,7 +590,7 @@ def test_every_descriptor_is_closed_whatever_the_outcome(cast: Cast) -> None:
         BAD_PATH,
         NOT_REGULAR,
     ]
-    assert open_descriptors() == count
+    assert fds_into(cast.base) == set()
 
 
 @pytest.mark.parametrize("swap_in", ["hard-link", "symlink"])

@@ -32,6 +32,7 @@ import pytest
 from storage_app import fs_scan
 from storage_app.fs_scan import scan_tree
 from storage_app.fs_types import FileEntry, ScanResult
+from tests.storage_app.descriptors import fds_into
 
 NOBODY = 65534
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
@@ -116,23 +117,6 @@ def oldest_first(entry: FileEntry) -> tuple[Any, ...]:
 
 def totals(result: ScanResult) -> tuple[int, int, int, int]:
     return result.bytes_used, result.files, result.dirs, result.errors
-
-
-def fds_into(root: Path) -> set[int]:
-    """This process's descriptors open on ``root`` or below. Only these: other threads of the
-    test process (a worker, a connection pool) open and close their own meanwhile."""
-    found = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:
-            continue  # closed since the listing
-        except OSError:
-            found.add(int(name))  # a path too long to print: only the deep tree has those
-            continue
-        if target == str(root) or target.startswith(f"{root}/"):
-            found.add(int(name))
-    return found
 
 
 def around_visits(

@@ -7,6 +7,7 @@ system (a real worker and beat, no broker server), the local spawner and local a
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -274,7 +275,7 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Sessions and spawners ----------------------------------------------------------------------
 
-SPAWNER = env_choice("SPAWNER", "local", ("local",))
+SPAWNER = env_choice("SPAWNER", "local", ("local", "kubernetes"))
 SPAWN_TIMEOUT_SECONDS = env_int("SPAWN_TIMEOUT_SECONDS", 120, minimum=5)
 SPAWN_POLL_SECONDS = env_float("SPAWN_POLL_SECONDS", 0.05, minimum=0.01)
 SESSION_STOP_GRACE_SECONDS = env_float("SESSION_STOP_GRACE_SECONDS", 5.0, minimum=0)
@@ -284,6 +285,64 @@ LOCAL_SPAWNER_RUNTIME_DIR = Path(
 ).resolve()
 LOCAL_SPAWNER_PORT_RANGE = env_port_range("LOCAL_SPAWNER_PORT_RANGE", (20000, 29999))
 LOCAL_SPAWNER_PUBLIC_HOST = env_str("LOCAL_SPAWNER_PUBLIC_HOST", "127.0.0.1")
+
+# The Kubernetes back-end (SPAWNER=kubernetes): one pod per session in KUBE_NAMESPACE, reached
+# through a per-session Ingress under the portal's host (see docs/architecture.md, "Routing").
+KUBE_CONFIG_FILE = env_str("KUBE_CONFIG_FILE")  # empty: the worker's in-cluster service account
+KUBE_NAMESPACE = env_str("KUBE_NAMESPACE", "jupyter-sessions")
+KUBE_PUBLIC_URL = env_str("KUBE_PUBLIC_URL").rstrip("/")
+KUBE_INGRESS_CLASS = env_str("KUBE_INGRESS_CLASS", "nginx")
+KUBE_AUTH_URL = env_str(
+    "KUBE_AUTH_URL", "http://portal-web.jupyter-portal.svc.cluster.local/auth/session/"
+)
+KUBE_SCRATCH_CLAIM = env_str("KUBE_SCRATCH_CLAIM", "scratch")
+KUBE_HOME_STORAGE_CLASS = env_str("KUBE_HOME_STORAGE_CLASS")
+KUBE_HOME_SIZE = env_str("KUBE_HOME_SIZE", "1Gi")
+KUBE_LIBRARY_IMAGE = env_str("KUBE_LIBRARY_IMAGE", "docker.io/alpine/git:v2.47.2")
+KUBE_EGRESS_ALLOW_CIDRS = env_list("KUBE_EGRESS_ALLOW_CIDRS", [])
+KUBE_ROUTER_NAMESPACE = env_str("KUBE_ROUTER_NAMESPACE", "ingress-nginx")
+KUBE_ROUTER_POD_LABELS = env_str("KUBE_ROUTER_POD_LABELS", "app.kubernetes.io/name=ingress-nginx")
+KUBE_UNSCHEDULABLE_SECONDS = env_int("KUBE_UNSCHEDULABLE_SECONDS", 300, minimum=1)
+KUBE_REQUEST_TIMEOUT_SECONDS = env_float("KUBE_REQUEST_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+KUBE_RETRIES = env_int("KUBE_RETRIES", 4, minimum=0)
+
+
+def _kube_checked() -> None:
+    # Imported here: the builders import the kubernetes client, which the settings need only
+    # for this check.
+    from kubernetes.utils import parse_quantity
+
+    from sessions_app.spawners.kube_objects import is_dns_label, parse_cidrs, parse_labels
+
+    names = (("KUBE_NAMESPACE", KUBE_NAMESPACE), ("KUBE_SCRATCH_CLAIM", KUBE_SCRATCH_CLAIM))
+    for name, value in names:
+        if not is_dns_label(value):
+            raise ImproperlyConfigured(
+                f"{name} must be a Kubernetes name (a DNS label), got {value!r}"
+            )
+    try:
+        if parse_quantity(KUBE_HOME_SIZE) <= 0:
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"KUBE_HOME_SIZE must be a positive quantity such as 1Gi, got {KUBE_HOME_SIZE!r}"
+        ) from None
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("KUBE_EGRESS_ALLOW_CIDRS", lambda: parse_cidrs(KUBE_EGRESS_ALLOW_CIDRS)),
+        ("KUBE_ROUTER_POD_LABELS", lambda: parse_labels(KUBE_ROUTER_POD_LABELS)),
+    ]
+    for name, check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {exc}") from None
+    for name, url in (("KUBE_PUBLIC_URL", KUBE_PUBLIC_URL), ("KUBE_AUTH_URL", KUBE_AUTH_URL)):
+        if url and not url.startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {url!r}")
+
+
+if SPAWNER == "kubernetes":
+    _kube_checked()
 
 # --- Storage ------------------------------------------------------------------------------------
 

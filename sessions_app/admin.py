@@ -34,7 +34,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "slug", "use_case", "enabled", "order"]}),
         ("Resources", {"fields": ["memory_mb", "cpus", "max_duration_minutes", "priority"]}),
-        ("Back-end", {"fields": ["image", "command"]}),
+        ("Back-end", {"fields": ["image", "priority_class_name", "command"]}),
     ]
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -28,6 +28,19 @@ class Environment(models.Model):
     order = models.PositiveSmallIntegerField(default=0)
     image = models.CharField(
         max_length=300, blank=True, help_text="Container image (Kubernetes back-end)."
+    )
+    priority_class_name = models.CharField(
+        "priority class",
+        max_length=253,
+        blank=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                "A Kubernetes PriorityClass name: lower-case letters, digits, '-' and '.'.",
+            )
+        ],
+        help_text="Kubernetes PriorityClass of its pods (Kubernetes back-end); give small "
+        "environments a higher one, so the cluster places them first when it is full.",
     )
     command = models.JSONField(
         default=list,

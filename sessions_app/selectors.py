@@ -26,6 +26,18 @@ def session_active_for(user: AbstractBaseUser | AnonymousUser) -> Session | None
     )
 
 
+def session_routable_for(user: AbstractBaseUser | AnonymousUser, session_id: str) -> bool:
+    """Whether requests to this session's server may pass for ``user``: their own session,
+    starting or running (a stopping one's server is on its way out)."""
+    if not user.is_authenticated:
+        return False
+    return Session.objects.filter(
+        pk=session_id,
+        user_id=user.pk,
+        state__in=[Session.State.STARTING, Session.State.RUNNING],
+    ).exists()
+
+
 def session_wait_settled(
     user: AbstractBaseUser, timeout: float, interval: float = 0.1
 ) -> Session | None:

@@ -173,9 +173,14 @@ def _spawn_request(session: Session, folders: SessionFolders) -> SpawnRequest:
         scratch_dir=folders.scratch,
         library_dir=folders.library if folders.library.is_dir() else None,
         options=dict(session.options),
+        environment=environment.slug,
         backend_settings={
             key: value
-            for key, value in (("command", environment.command), ("image", environment.image))
+            for key, value in (
+                ("command", environment.command),
+                ("image", environment.image),
+                ("priority_class", environment.priority_class_name),
+            )
             if value
         },
     )
@@ -237,10 +242,10 @@ def session_spawn(session_id: str) -> None:
         )
 
     # Outside any transaction: the clone is network I/O and may take up to its timeout.
-    if settings.NOTEBOOKS_LIBRARY_URL:
+    if settings.NOTEBOOKS_LIBRARY_URL and not spawner.clones_library:
         progress("Cloning the notebooks library…")
     try:
-        folders = session_folders_prepare(session.user_id)
+        folders = session_folders_prepare(session.user_id, clone=not spawner.clones_library)
     except OSError as exc:
         log.warning("session %s: storage not ready: %s", session_id, exc)
         _fail_start(session_id, Reason.BACKEND_ERROR, f"Your storage could not be prepared: {exc}")
@@ -311,7 +316,7 @@ def session_spawn(session_id: str) -> None:
         if result.message and result.message != last_message:
             last_message = result.message
             progress(result.message)
-        time.sleep(settings.SPAWN_POLL_SECONDS)
+        spawner.wait(state, settings.SPAWN_POLL_SECONDS)
 
 
 def session_request_stop(session_id: str, reason: str) -> bool:
@@ -408,29 +413,43 @@ def sessions_expire_overdue() -> int:
 def sessions_reconcile() -> dict[str, int]:
     """Make the database and the back-end agree.
 
-    Running sessions whose server died end as failed with the reason; sessions stuck in
+    Running sessions whose server died end as failed with the reason (or as expired, when the
+    back-end ended them at their deadline); sessions stuck in
     starting past the spawn timeout (their worker was lost) fail; servers that belong to no
     active session are stopped.
     """
     spawner = get_spawner()
     now = timezone.now()
-    died = 0
+    died = expired = 0
     for session in Session.objects.filter(state=State.RUNNING)[:SWEEP_BATCH]:
         result = spawner.poll(session.spawner_state)
         if result.status != ServerStatus.GONE:
             continue
         spawner.stop(session.spawner_state)
-        if _transition(
-            str(session.pk),
-            [State.RUNNING],
-            State.FAILED,
-            updated_at=now,
-            reason=Reason.SERVER_DIED,
-            message=f"The server stopped on its own: {result.message}",
-            url="",
-            ended_at=now,
-        ):
-            died += 1
+        if result.deadline_exceeded:
+            # The back-end ended it at its deadline (a pod's activeDeadlineSeconds), perhaps
+            # while no worker ran: that is the time limit, not a failure.
+            expired += _transition(
+                str(session.pk),
+                [State.RUNNING],
+                State.EXPIRED,
+                updated_at=now,
+                reason=Reason.TIME_LIMIT,
+                message=_END_MESSAGES[Reason.TIME_LIMIT],
+                url="",
+                ended_at=now,
+            )
+        else:
+            died += _transition(
+                str(session.pk),
+                [State.RUNNING],
+                State.FAILED,
+                updated_at=now,
+                reason=Reason.SERVER_DIED,
+                message=f"The server stopped on its own: {result.message}",
+                url="",
+                ended_at=now,
+            )
 
     stuck_before = now - timedelta(seconds=settings.SPAWN_TIMEOUT_SECONDS + 30)
     stuck = 0
@@ -462,4 +481,4 @@ def sessions_reconcile() -> dict[str, int]:
             log.warning("stopping server of unknown session %s", server.session_id)
             spawner.stop(server.state)
             orphans += 1
-    return {"died": died, "stuck": stuck, "orphans": orphans}
+    return {"died": died, "expired": expired, "stuck": stuck, "orphans": orphans}

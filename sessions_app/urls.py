@@ -11,4 +11,5 @@ urlpatterns = [
     path("session/", views.session_page, name="session"),
     path("session/status/", views.session_status, name="session-status"),
     path("session/stop/", views.session_stop, name="session-stop"),
+    path("auth/session/<uuid:session_id>/", views.session_route_auth, name="session-route-auth"),
 ]

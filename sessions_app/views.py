@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts_app.access import public_view
+from accounts_app.policy import access_refusal
+from accounts_app.second_factor import second_factor_passed
 from sessions_app.forms import LaunchForm, environment_choices
 from sessions_app.models import Session
 from sessions_app.selectors import (
@@ -20,6 +24,7 @@ from sessions_app.selectors import (
     session_active_for,
     session_queue_position,
     session_remaining_seconds,
+    session_routable_for,
     sessions_for_user,
 )
 from sessions_app.services import (
@@ -196,3 +201,32 @@ def session_stop(request: HttpRequest) -> HttpResponse:
     else:
         messages.info(request, "Your session is already stopping.")
     return redirect("session")
+
+
+@public_view  # it answers 401 and 403 itself: the ingress controller wants no redirect
+@never_cache
+@require_GET
+def session_route_auth(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    """Forward-auth for the route into a session (ingress-nginx's ``auth-url``).
+
+    The ingress controller asks before every request to ``/user/<name>/…`` (websocket
+    upgrades included), passing on the browser's cookies: 200 lets it through, 401 sends the
+    browser to sign in, 403 refuses. Only the signed-in owner of this session, with the second
+    factor passed and the access policy met (not suspended), gets a 200.
+    """
+    if not request.user.is_authenticated:
+        return HttpResponse("Sign in to the portal first.", status=401, content_type="text/plain")
+    if not second_factor_passed(request):
+        return HttpResponse(
+            "Finish signing in to the portal first.", status=401, content_type="text/plain"
+        )
+    refusal = access_refusal(request.user)
+    if refusal is not None:
+        return HttpResponse(refusal.message, status=403, content_type="text/plain")
+    if not session_routable_for(request.user, str(session_id)):
+        return HttpResponse(
+            "This is not your session, or it is not running.", status=403, content_type="text/plain"
+        )
+    response = HttpResponse(status=200)
+    response["X-Portal-User"] = request.user.get_username()
+    return response

@@ -93,8 +93,11 @@ class SessionFolders:
     library_status: Status
 
 
-def session_folders_prepare(user: AbstractBaseUser | int) -> SessionFolders:
+def session_folders_prepare(user: AbstractBaseUser | int, clone: bool = True) -> SessionFolders:
     """Make sure the home and scratch exist, and clone a fresh notebooks library into the home.
+
+    ``clone=False``: the back-end clones the library itself, in the session (the Kubernetes
+    back-end's init container); the result says so.
 
     Slow (a network clone, up to ``NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS``): never call it inside a
     database transaction. Raises ``OSError`` only if the home or scratch cannot be made; a
@@ -103,6 +106,17 @@ def session_folders_prepare(user: AbstractBaseUser | int) -> SessionFolders:
     home = home_ensure(user)
     scratch = scratch_ensure(user)
     library = home / LIBRARY_DIR_NAME
+    if not clone:
+        if not settings.NOTEBOOKS_LIBRARY_URL:
+            return SessionFolders(home, scratch, library, "", "not_configured")
+        return SessionFolders(
+            home,
+            scratch,
+            library,
+            "The notebooks library is cloned as your server starts; if that fails, "
+            "notebooks-library/CLONE-FAILED.txt says so.",
+            "cloned",
+        )
     result = library_clone(
         library,
         settings.NOTEBOOKS_LIBRARY_URL,

@@ -176,6 +176,11 @@ class World:
         )
 
 
+def _target_session_url(world: World) -> str:
+    session = world.planted.get("session") or world.running_session(world.target)
+    return reverse("session-route-auth", args=[session.pk])
+
+
 # --- The rules --------------------------------------------------------------------------------
 
 
@@ -298,6 +303,23 @@ RULES: list[Rule] = [
             **PAGE_GUARD,
             **{a: Expect(302, redirect="/session/") for a in (TERMS, OTHERS, STAFF)},
         },
+    ),
+    # The ingress controller's question before each request into a session (forward-auth):
+    # status codes, never a redirect; only the owner passes. New terms don't lock anyone out of
+    # the session they run.
+    Rule(
+        "session-route-auth",
+        "GET",
+        {
+            ANON: Expect(401),
+            UNVERIFIED: Expect(401),
+            OUTSIDER: Expect(403, text=NOT_OPEN_MESSAGE),
+            SUSPENDED: Expect(403, text=SUSPENSION_REASON),
+            TERMS: OK,
+            OTHERS: Expect(403, text="This is not your session"),
+            STAFF: OK,
+        },
+        url=_target_session_url,
     ),
     Rule("terms", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     # Storage: one's own usage and cleanup history (reading needs no terms acceptance).

@@ -20,4 +20,30 @@ def get_spawner() -> Spawner:
             public_host=settings.LOCAL_SPAWNER_PUBLIC_HOST,
             stop_grace_seconds=settings.SESSION_STOP_GRACE_SECONDS,
         )
+    if settings.SPAWNER == "kubernetes":
+        from sessions_app.spawners.kube import KubernetesSpawner
+        from sessions_app.spawners.kube_objects import KubeConfig, parse_labels
+
+        return KubernetesSpawner(
+            KubeConfig(
+                namespace=settings.KUBE_NAMESPACE,
+                public_url=settings.KUBE_PUBLIC_URL,
+                ingress_class=settings.KUBE_INGRESS_CLASS,
+                auth_url=settings.KUBE_AUTH_URL,
+                scratch_claim=settings.KUBE_SCRATCH_CLAIM,
+                home_storage_class=settings.KUBE_HOME_STORAGE_CLASS,
+                home_size=settings.KUBE_HOME_SIZE,
+                library_image=settings.KUBE_LIBRARY_IMAGE,
+                library_url=settings.NOTEBOOKS_LIBRARY_URL,
+                library_branch=settings.NOTEBOOKS_LIBRARY_BRANCH,
+                egress_allow_cidrs=tuple(settings.KUBE_EGRESS_ALLOW_CIDRS),
+                router_namespace=settings.KUBE_ROUTER_NAMESPACE,
+                router_pod_labels=parse_labels(settings.KUBE_ROUTER_POD_LABELS),
+            ),
+            config_file=settings.KUBE_CONFIG_FILE,
+            request_timeout=settings.KUBE_REQUEST_TIMEOUT_SECONDS,
+            retries=settings.KUBE_RETRIES,
+            unschedulable_seconds=settings.KUBE_UNSCHEDULABLE_SECONDS,
+            stop_grace_seconds=settings.SESSION_STOP_GRACE_SECONDS,
+        )
     raise ValueError(f"unknown spawner {settings.SPAWNER!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,10 @@ class SpawnRequest:
     scratch_dir: Path | None = None
     library_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # The environment's slug (labels, logs).
+    environment: str = ""
     # Back-end specific settings of the environment: ``command`` for the local back-end,
-    # ``image`` (and the like) for Kubernetes.
+    # ``image`` and ``priority_class`` for Kubernetes.
     backend_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,6 +80,8 @@ class PollResult:
     status: ServerStatus
     url: str = ""
     message: str = ""
+    # Gone because the back-end itself ended it at its time limit (a pod's deadline).
+    deadline_exceeded: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,10 @@ class RunningServer:
 
 class Spawner(abc.ABC):
     """Start, poll and stop single-user servers."""
+
+    #: True when the back-end clones the notebooks library into the session itself; False
+    #: when the portal clones it into the home folder before the start.
+    clones_library = False
 
     @abc.abstractmethod
     def start(self, request: SpawnRequest, progress: ProgressCallback) -> State:
@@ -112,3 +121,13 @@ class Spawner(abc.ABC):
     @abc.abstractmethod
     def list_servers(self) -> Iterable[RunningServer]:
         """Every server this back-end runs for the portal, whether the database knows it or not."""
+
+    def wait(self, state: State, timeout: float) -> None:
+        """Return after ``timeout``, or earlier when the back-end sees the server change."""
+        time.sleep(timeout)
+
+    def remove_home(self, folder: str) -> None:
+        """Remove what the back-end keeps of a user's private home beyond the folder
+        ``STORAGE_HOME_ROOT/<folder>`` (a volume of its own). The local back-end keeps nothing
+        else."""
+        return None

@@ -1,0 +1,533 @@
+"""Kubernetes back-end: each session's JupyterLab runs in a pod of its own.
+
+The objects come from the pure builders in :mod:`.kube_objects`; this module only sends them,
+reads them back and says what it saw. Every call goes through :meth:`KubernetesSpawner._call`,
+which retries timeouts, refused connections, 429 and 5xx with exponential backoff, and turns
+what is left into a :class:`~.base.TransientSpawnerError`.
+
+- **Start**: the namespace's NetworkPolicy (replaced, so settings changes reach it), the user's
+  home PVC (created on first use, adopted after), then the Pod, and a Service and an Ingress
+  owned by the pod (the cluster removes them with it). A name already taken by this session
+  (a retried task) is adopted; taken by anything else, it is replaced.
+- **Poll**: the pod's status in words a person understands: waiting for a node, pulling the
+  image, started; running once the kubelet's readiness probe passes; gone when the pod is
+  missing, deleted, failed (with why: its time limit, out of memory, an exit code), its image
+  cannot be pulled, or no node had room for it within ``unschedulable_seconds``.
+- **Wait**: a watch on the pod, so a change is seen at once rather than at the next poll.
+- **Stop**: deletes the Ingress, the Service and the Pod; 404 is done.
+- **List**: the pods that carry this portal's session labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from sessions_app.spawners import kube_objects as objects
+from sessions_app.spawners.base import (
+    PollResult,
+    ProgressCallback,
+    RunningServer,
+    ServerStatus,
+    Spawner,
+    SpawnerError,
+    SpawnRequest,
+    State,
+    TransientSpawnerError,
+)
+from sessions_app.spawners.kube_objects import meta
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Container waiting reasons that mean the image will never come.
+IMAGE_FAILURES = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+#: Waiting reasons that mean the container cannot start as configured.
+START_FAILURES = frozenset(
+    {"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+#: What the scheduler's and kubelet's event reasons mean for someone waiting for their server.
+EVENT_MESSAGES = {
+    "Scheduled": "A node was found for your server.",
+    "FailedScheduling": "Waiting for a node with room for your server.",
+    "Pulling": "Downloading the environment's image (this can take a few minutes).",
+    "Pulled": "The environment's image is ready.",
+    "Created": "Starting your Jupyter server.",
+    "Started": "Your Jupyter server is starting up.",
+}
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+
+
+def _retryable(exc: ApiException) -> bool:
+    return exc.status in (429, 500, 502, 503, 504) or (exc.status or 0) == 0
+
+
+class KubernetesSpawner(Spawner):
+    """Run each session's JupyterLab as a pod in one namespace of a cluster."""
+
+    clones_library = True  # an init container clones it into the pod
+
+    def __init__(
+        self,
+        settings: objects.KubeConfig,
+        api_client: client.ApiClient | None = None,
+        *,
+        config_file: str = "",
+        request_timeout: float = 10.0,
+        retries: int = 4,
+        backoff_seconds: float = 0.2,
+        unschedulable_seconds: int = 300,
+        stop_grace_seconds: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.namespace = settings.namespace
+        self._api_client = api_client
+        self._config_file = config_file
+        self.request_timeout = request_timeout
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.unschedulable_seconds = unschedulable_seconds
+        self.stop_grace_seconds = stop_grace_seconds
+        # The pod's resourceVersion each poll saw: where the next watch starts.
+        self._seen_versions: dict[str, str] = {}
+
+    # --- the client ---------------------------------------------------------------------------
+
+    @property
+    def api_client(self) -> client.ApiClient:
+        if self._api_client is None:
+            if self._config_file:
+                api = config.new_client_from_config(config_file=self._config_file)
+            else:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api = client.ApiClient(configuration)
+            self._api_client = api
+        # Our own loop retries (with backoff and a log line); urllib3's would hide the wait.
+        self._api_client.configuration.retries = False
+        return self._api_client
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api_client)
+
+    @property
+    def networking(self) -> client.NetworkingV1Api:
+        return client.NetworkingV1Api(self.api_client)
+
+    def _call(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the API, retrying what is worth retrying; ``ApiException`` for the rest."""
+        kwargs.setdefault("_request_timeout", self.request_timeout)
+        delay = self.backoff_seconds
+        for attempt in range(self.retries + 1):
+            try:
+                return function(*args, **kwargs)
+            except ApiException as exc:
+                if not _retryable(exc) or attempt == self.retries:
+                    if _retryable(exc):
+                        raise TransientSpawnerError(
+                            f"The cluster did not manage to {what} (HTTP {exc.status}, "
+                            f"{self.retries + 1} tries)."
+                        ) from exc
+                    raise
+                problem = f"HTTP {exc.status}"
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if attempt == self.retries:
+                    raise TransientSpawnerError(
+                        f"The cluster did not answer when asked to {what} "
+                        f"({type(exc).__name__}, {self.retries + 1} tries)."
+                    ) from exc
+                problem = type(exc).__name__
+            log.info("kubernetes: %s: %s, retrying in %.1fs", what, problem, delay)
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    # --- start --------------------------------------------------------------------------------
+
+    def start(self, request: SpawnRequest, progress: ProgressCallback) -> State:
+        if not request.backend_settings.get("image"):
+            raise SpawnerError("This environment has no container image configured.")
+        token = secrets.token_urlsafe(32)
+        pod = objects.make_pod(self.settings, request, token)
+        name = str(meta(pod).name)
+        state = self._state(request.session_id, name, token, request.base_url)
+        try:
+            self._ensure_network_policy()
+            progress("Preparing your private storage.")
+            self._ensure_home(request)
+            progress("Asking the cluster for your server.")
+            created = self._create_pod(pod, request.session_id)
+            state["token"] = _pod_token(created) or token
+            state["url"] = self._url(request.base_url, state["token"])
+            owner = objects.owner_reference(created)
+            self._create_owned(
+                "create the session's service",
+                objects.make_service(self.settings, request, owner),
+                self.core.create_namespaced_service,
+                self.core.delete_namespaced_service,
+            )
+            self._create_owned(
+                "create the session's route",
+                objects.make_ingress(self.settings, request, owner),
+                self.networking.create_namespaced_ingress,
+                self.networking.delete_namespaced_ingress,
+            )
+        except ApiException as exc:
+            self._stop_quietly(state)
+            raise SpawnerError(f"The cluster refused the session: {_api_reason(exc)}") from exc
+        except TransientSpawnerError:
+            self._stop_quietly(state)
+            raise
+        return state
+
+    def _ensure_network_policy(self) -> None:
+        policy = objects.make_network_policy(self.settings)
+        try:
+            self._call(
+                "set the sessions' network rules",
+                self.networking.create_namespaced_network_policy,
+                self.namespace,
+                policy,
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self._call(
+                "update the sessions' network rules",
+                self.networking.patch_namespaced_network_policy,
+                str(meta(policy).name),
+                self.namespace,
+                policy,
+            )
+
+    def _ensure_home(self, request: SpawnRequest) -> None:
+        claim = objects.make_pvc(self.settings, request)
+        try:
+            self._call(
+                "create your private storage",
+                self.core.create_namespaced_persistent_volume_claim,
+                self.namespace,
+                claim,
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise  # 409: the home exists from an earlier session, which is the point
+
+    def _create_pod(self, pod: client.V1Pod, session_id: str) -> client.V1Pod:
+        name = str(meta(pod).name)
+        for _ in range(3):
+            try:
+                created: client.V1Pod = self._call(
+                    "create the server's pod", self.core.create_namespaced_pod, self.namespace, pod
+                )
+                return created
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            existing = self._read_pod(name)
+            if existing is None:
+                continue  # gone meanwhile: create again
+            labels = meta(existing).labels or {}
+            if labels.get(objects.SESSION_LABEL) == objects.label_value(session_id) and not (
+                meta(existing).deletion_timestamp
+            ):
+                return existing  # this session's own pod, from an earlier try: adopt it
+            log.warning("kubernetes: replacing pod %s of another session", name)
+            self._delete("delete a stale pod", self.core.delete_namespaced_pod, name, grace=0)
+            time.sleep(self.backoff_seconds)
+        raise TransientSpawnerError(f"The pod name {name} stays taken; please launch again.")
+
+    def _create_owned(
+        self,
+        what: str,
+        body: Any,
+        create: Callable[..., Any],
+        delete: Callable[..., Any],
+    ) -> None:
+        """Create a Service or Ingress; one left over under the same name is replaced."""
+        try:
+            self._call(what, create, self.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self._delete(what, delete, str(meta(body).name))
+            self._call(what, create, self.namespace, body)
+
+    # --- poll and wait ------------------------------------------------------------------------
+
+    def poll(self, state: State) -> PollResult:
+        name = _pod_name(state)
+        if name is None:
+            return PollResult(ServerStatus.GONE, message="The session has no server.")
+        try:
+            pod = self._read_pod(name)
+        except (ApiException, TransientSpawnerError) as exc:
+            # Not knowing is not "gone": a session must not end because the API hiccuped.
+            return PollResult(ServerStatus.STARTING, message=f"The cluster is not answering: {exc}")
+        if pod is None:
+            return PollResult(ServerStatus.GONE, message="Its pod is gone from the cluster.")
+        self._seen_versions[name] = meta(pod).resource_version or ""
+        verdict = pod_verdict(pod, self.unschedulable_seconds, datetime.now(UTC))
+        if verdict.status == ServerStatus.RUNNING:
+            return PollResult(ServerStatus.RUNNING, url=str(state.get("url") or ""))
+        if verdict.status == ServerStatus.STARTING and not verdict.message:
+            return PollResult(ServerStatus.STARTING, message=self._latest_event(name))
+        return verdict
+
+    def wait(self, state: State, timeout: float) -> None:
+        """Return when the pod changes, or after ``timeout`` (a watch, not a sleep)."""
+        name = _pod_name(state)
+        version = self._seen_versions.get(name or "")
+        if not name or not version:
+            time.sleep(timeout)
+            return
+        seconds = max(1, math.ceil(timeout))
+        stream = watch.Watch()
+        try:
+            for _event in stream.stream(
+                self.core.list_namespaced_pod,
+                self.namespace,
+                field_selector=f"metadata.name={name}",
+                resource_version=version,
+                timeout_seconds=seconds,
+                _request_timeout=seconds + self.request_timeout,
+            ):
+                break
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # A watch that cannot start (410 Gone: the version is too old, or a hiccup) is
+            # not an error: the next poll reads the pod afresh.
+            log.debug("kubernetes: watch on %s: %s", name, exc)
+            self._seen_versions.pop(name, None)
+            time.sleep(min(timeout, 1.0))
+        finally:
+            stream.stop()
+
+    def _latest_event(self, name: str) -> str:
+        try:
+            events = self._call(
+                "read the server's events",
+                self.core.list_namespaced_event,
+                self.namespace,
+                field_selector=f"involvedObject.name={name}",
+            ).items
+        except (ApiException, TransientSpawnerError):
+            return ""
+        known = [event for event in events if event.reason in EVENT_MESSAGES]
+        if not known:
+            return "Waiting for the cluster to place your server."
+        latest = max(known, key=_event_time)
+        return EVENT_MESSAGES[str(latest.reason)]
+
+    def _read_pod(self, name: str) -> client.V1Pod | None:
+        try:
+            pod: client.V1Pod = self._call(
+                "read the server's pod", self.core.read_namespaced_pod, name, self.namespace
+            )
+            return pod
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # --- stop and list ------------------------------------------------------------------------
+
+    def stop(self, state: State) -> None:
+        name = _pod_name(state)
+        if name is None:
+            return
+        self._seen_versions.pop(name, None)
+        self._delete("remove the session's route", self.networking.delete_namespaced_ingress, name)
+        self._delete("remove the session's service", self.core.delete_namespaced_service, name)
+        self._delete(
+            "stop the server's pod",
+            self.core.delete_namespaced_pod,
+            name,
+            grace=math.ceil(self.stop_grace_seconds),
+        )
+
+    def _stop_quietly(self, state: State) -> None:
+        try:
+            self.stop(state)
+        except SpawnerError as exc:
+            log.warning("kubernetes: clean-up after a failed start: %s", exc)
+
+    def _delete(
+        self, what: str, function: Callable[..., Any], name: str, grace: int | None = None
+    ) -> None:
+        kwargs: dict[str, Any] = {}
+        if grace is not None:
+            kwargs["grace_period_seconds"] = grace
+        try:
+            self._call(what, function, name, self.namespace, **kwargs)
+        except ApiException as exc:
+            if exc.status != 404:  # already gone: done
+                raise SpawnerError(f"The cluster did not {what}: {_api_reason(exc)}") from exc
+
+    def list_servers(self) -> Iterable[RunningServer]:
+        selector = ",".join(f"{key}={value}" for key, value in objects.SESSION_SELECTOR.items())
+        pods = self._call(
+            "list the session pods",
+            self.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=selector,
+        ).items
+        servers = []
+        for pod in pods:
+            labels = meta(pod).labels or {}
+            session_id = labels.get(objects.SESSION_LABEL)
+            if not session_id:
+                continue
+            token = _pod_token(pod) or ""
+            base_url = _pod_base_url(pod)
+            servers.append(
+                RunningServer(
+                    session_id, self._state(session_id, str(meta(pod).name), token, base_url)
+                )
+            )
+        return servers
+
+    def remove_home(self, folder: str) -> None:
+        """Delete a user's home PVC (the storage retention rule); missing is done."""
+        self._delete(
+            "remove the private storage",
+            self.core.delete_namespaced_persistent_volume_claim,
+            objects.home_claim_name(folder),
+        )
+
+    # --- state --------------------------------------------------------------------------------
+
+    def _state(self, session_id: str, name: str, token: str, base_url: str) -> State:
+        return {
+            "backend": "kubernetes",
+            "namespace": self.namespace,
+            "pod": name,
+            "session_id": session_id,
+            "token": token,
+            "base_url": base_url,
+            "url": self._url(base_url, token),
+        }
+
+    def _url(self, base_url: str, token: str) -> str:
+        return f"{self.settings.public_url}{base_url}lab?token={token}"
+
+
+def pod_verdict(pod: client.V1Pod, unschedulable_seconds: int, now: datetime) -> PollResult:
+    """What a pod's status means for its session. A STARTING verdict without a message asks
+    the caller to find the latest event."""
+    status = pod.status or client.V1PodStatus()
+    if meta(pod).deletion_timestamp:
+        return PollResult(ServerStatus.GONE, message="Its pod is being removed.")
+    if status.phase == "Failed":
+        if status.reason == DEADLINE_EXCEEDED:
+            return PollResult(
+                ServerStatus.GONE,
+                message="The cluster ended it at its time limit.",
+                deadline_exceeded=True,
+            )
+        return PollResult(ServerStatus.GONE, message=_termination_message(pod))
+    if status.phase == "Succeeded":
+        return PollResult(ServerStatus.GONE, message="The server exited.")
+    for container in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
+        waiting = container.state.waiting if container.state else None
+        if waiting is None:
+            continue
+        if waiting.reason in IMAGE_FAILURES:
+            return PollResult(
+                ServerStatus.GONE,
+                message=f"The environment's image {container.image} could not be downloaded "
+                f"({waiting.reason}: {waiting.message or 'no details'}). Please tell the staff.",
+            )
+        if waiting.reason in START_FAILURES:
+            return PollResult(
+                ServerStatus.GONE,
+                message=f"The server crashed while starting ({waiting.reason}: "
+                f"{waiting.message or 'no details'}).",
+            )
+    conditions = {condition.type: condition for condition in status.conditions or []}
+    scheduled = conditions.get("PodScheduled")
+    if scheduled and scheduled.status == "False" and scheduled.reason == "Unschedulable":
+        created = meta(pod).creation_timestamp
+        waited = (now - created).total_seconds() if created else 0.0
+        if waited > unschedulable_seconds:
+            return PollResult(
+                ServerStatus.GONE,
+                message="No machine in the cluster had room for this session within "
+                f"{unschedulable_seconds} seconds ({scheduled.message or 'unschedulable'}). "
+                "Please try again later or choose a smaller environment.",
+            )
+        return PollResult(
+            ServerStatus.STARTING, message="Waiting for a machine with room for your server."
+        )
+    ready = conditions.get("Ready")
+    if status.phase == "Running" and ready is not None and ready.status == "True":
+        return PollResult(ServerStatus.RUNNING)
+    return PollResult(ServerStatus.STARTING)
+
+
+def _termination_message(pod: client.V1Pod) -> str:
+    status = pod.status or client.V1PodStatus()
+    for container in [*(status.container_statuses or []), *(status.init_container_statuses or [])]:
+        terminated = container.state.terminated if container.state else None
+        if terminated is None or terminated.exit_code == 0:
+            continue
+        if terminated.reason == "OOMKilled":
+            return "The server ran out of memory and was stopped."
+        reason = terminated.reason or "Error"
+        return f"The server exited with code {terminated.exit_code} ({reason})."
+    details = ": ".join(part for part in (status.reason, status.message) if part)
+    return f"The pod failed ({details or 'no reason given'})."
+
+
+def _event_time(event: client.CoreV1Event) -> datetime:
+    for moment in (event.last_timestamp, event.event_time, event.first_timestamp):
+        if moment is not None:
+            return moment
+    created = meta(event).creation_timestamp if event.metadata else None
+    return created or datetime.min.replace(tzinfo=UTC)
+
+
+def _pod_name(state: State) -> str | None:
+    name = state.get("pod") if isinstance(state, dict) else None
+    if isinstance(name, str) and objects.is_dns_label(name):
+        return name
+    return None
+
+
+def _pod_token(pod: client.V1Pod) -> str | None:
+    for container in pod.spec.containers if pod.spec else []:
+        for variable in container.env or []:
+            if variable.name == "JUPYTER_TOKEN" and variable.value:
+                return str(variable.value)
+    return None
+
+
+def _pod_base_url(pod: client.V1Pod) -> str:
+    for container in pod.spec.containers if pod.spec else []:
+        for argument in container.args or []:
+            if argument.startswith("--ServerApp.base_url="):
+                return str(argument.split("=", 1)[1])
+    return "/"
+
+
+def _api_reason(exc: ApiException) -> str:
+    import json
+
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or f"HTTP {exc.status}")

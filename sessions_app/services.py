@@ -279,7 +279,10 @@ def session_spawn(session_id: str) -> None:
         result = spawner.poll(state)
         if result.status == ServerStatus.RUNNING:
             now = timezone.now()
-            expires_at = now + session.environment.max_duration
+            # From the back-end's own start where it keeps one (a pod's deadline counts from
+            # its start), so that the countdown shows when the back-end will end it.
+            clock_start = min(result.started_at or now, now)
+            expires_at = clock_start + session.environment.max_duration
             with transaction.atomic():
                 promoted = _transition(
                     session_id,

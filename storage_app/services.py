@@ -41,6 +41,8 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from sessions_app.selectors import session_active_for
+from sessions_app.spawners import get_spawner
+from sessions_app.spawners.base import SpawnerError
 from storage_app import mail
 from storage_app.fs_remove import CHANGED, VANISHED, remove_entries, remove_entry, would_remove
 from storage_app.fs_scan import scan_tree
@@ -974,6 +976,12 @@ def _claim_home(
             return None, "a session was started"
         if suspension_active_for(user) is not None:
             return None, "the account is suspended (no session can be started)"
+        try:
+            # What the back-end keeps of the home beyond this folder (a Kubernetes volume),
+            # under the same lock: no launch can adopt it in between.
+            get_spawner().remove_home(name)
+        except SpawnerError as exc:
+            return None, f"the session back-end did not remove the home's volume: {exc}"
         leftover = _rename_away(root, name)
         if leftover is None:
             return None, "the home is gone"

@@ -16,6 +16,7 @@ import enum
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,10 @@ class PollResult:
     message: str = ""
     # Gone because the back-end itself ended it at its time limit (a pod's deadline).
     deadline_exceeded: bool = False
+    # When the back-end's own clock for the session's time limit started (a pod's start
+    # time), if it keeps one: the session's deadline counts from then, so the portal's
+    # countdown and the back-end's kill agree.
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -282,7 +282,11 @@ class KubernetesSpawner(Spawner):
         self._seen_versions[name] = meta(pod).resource_version or ""
         verdict = pod_verdict(pod, self.unschedulable_seconds, datetime.now(UTC))
         if verdict.status == ServerStatus.RUNNING:
-            return PollResult(ServerStatus.RUNNING, url=str(state.get("url") or ""))
+            # activeDeadlineSeconds counts from the pod's start (image pull included).
+            started = pod.status.start_time if pod.status else None
+            return PollResult(
+                ServerStatus.RUNNING, url=str(state.get("url") or ""), started_at=started
+            )
         if verdict.status == ServerStatus.STARTING and not verdict.message:
             return PollResult(ServerStatus.STARTING, message=self._latest_event(name))
         return verdict

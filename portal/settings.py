@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -44,6 +45,9 @@ SECRET_KEY = env_secret("SECRET_KEY") or _embedded_secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Reverse proxies in front of the portal that append to X-Forwarded-For (the ingress
+# controller: 1); the client's address, recorded with terms acceptances, is read from there.
+TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 0, minimum=0)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
@@ -312,13 +316,31 @@ def _kube_checked() -> None:
     # for this check.
     from kubernetes.utils import parse_quantity
 
-    from sessions_app.spawners.kube_objects import is_dns_label, parse_cidrs, parse_labels
+    from sessions_app.spawners.kube_objects import (
+        is_dns_label,
+        is_dns_subdomain,
+        parse_cidrs,
+        parse_labels,
+    )
 
-    names = (("KUBE_NAMESPACE", KUBE_NAMESPACE), ("KUBE_SCRATCH_CLAIM", KUBE_SCRATCH_CLAIM))
+    names = (
+        ("KUBE_NAMESPACE", KUBE_NAMESPACE),
+        ("KUBE_SCRATCH_CLAIM", KUBE_SCRATCH_CLAIM),
+        ("KUBE_ROUTER_NAMESPACE", KUBE_ROUTER_NAMESPACE),
+    )
     for name, value in names:
         if not is_dns_label(value):
             raise ImproperlyConfigured(
                 f"{name} must be a Kubernetes name (a DNS label), got {value!r}"
+            )
+    classes = (
+        ("KUBE_INGRESS_CLASS", KUBE_INGRESS_CLASS),
+        ("KUBE_HOME_STORAGE_CLASS", KUBE_HOME_STORAGE_CLASS),
+    )
+    for name, value in classes:
+        if value and not is_dns_subdomain(value):
+            raise ImproperlyConfigured(
+                f"{name} must be empty or a Kubernetes object name, got {value!r}"
             )
     try:
         if parse_quantity(KUBE_HOME_SIZE) <= 0:
@@ -339,6 +361,12 @@ def _kube_checked() -> None:
     for name, url in (("KUBE_PUBLIC_URL", KUBE_PUBLIC_URL), ("KUBE_AUTH_URL", KUBE_AUTH_URL)):
         if url and not url.startswith(("http://", "https://")):
             raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {url!r}")
+    host = urlsplit(KUBE_PUBLIC_URL).hostname or ""
+    if host and (not is_dns_subdomain(host) or host.replace(".", "").isdigit()):
+        # It becomes the host of every session's Ingress rule, which takes names only.
+        raise ImproperlyConfigured(
+            f"KUBE_PUBLIC_URL must name its host (not an IP address), got {KUBE_PUBLIC_URL!r}"
+        )
 
 
 if SPAWNER == "kubernetes":

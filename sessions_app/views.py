@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts_app.access import public_view
 from accounts_app.policy import access_refusal
 from accounts_app.second_factor import second_factor_passed
+from portal.client_ip import client_ip
 from sessions_app.forms import LaunchForm, environment_choices
 from sessions_app.models import Session
 from sessions_app.selectors import (
@@ -100,7 +101,7 @@ def launcher(request: HttpRequest) -> HttpResponse:
     agreement = (
         TermsAgreement(
             version=form.cleaned_data["terms_version"],
-            ip_address=request.META.get("REMOTE_ADDR"),
+            ip_address=client_ip(request),
             user_agent=request.headers.get("user-agent", ""),
         )
         if terms_needed

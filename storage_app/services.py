@@ -47,7 +47,7 @@ from storage_app import mail
 from storage_app.fs_remove import CHANGED, VANISHED, remove_entries, remove_entry, would_remove
 from storage_app.fs_scan import scan_tree
 from storage_app.fs_types import FileEntry, Order, Removal, ScanResult
-from storage_app.layout import home_path, scratch_path
+from storage_app.layout import home_ensure, home_path, scratch_path
 from storage_app.models import CleanupRun, RemovalRecord, StorageAccount, StorageLock
 from suspension_app.models import RuleEvent
 from suspension_app.selectors import suspension_active_for
@@ -818,7 +818,16 @@ def _retention_user(
     if now < deadline - timedelta(days=max(thresholds, default=0)):
         return outcome("none")
     if not _is_dir(home_path(user)):
-        return outcome("none")  # nothing stored, nothing to lose
+        try:
+            # The back-end may keep the home as a volume of its own (Kubernetes), which the
+            # workers do not mount: its folder here is only a name, and may be gone.
+            elsewhere = get_spawner().home_kept_elsewhere(home_path(user).name)
+        except SpawnerError as exc:
+            return outcome("kept", f"the session back-end did not answer: {exc}")
+        if not elsewhere:
+            return outcome("none")  # nothing stored, nothing to lose
+        if not dry_run:
+            home_ensure(user)  # the name the deletion renames away, as for any home
     if session_active_for(user) is not None:
         return outcome("kept", "a session is active")
     if suspension_active_for(user) is not None:

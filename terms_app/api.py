@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.api_errors import ApiError, ApiErrorSerializer
+from portal.client_ip import client_ip
 from terms_app.selectors import terms_current
 from terms_app.serializers import (
     TermsAcceptanceSerializer,
@@ -66,7 +67,7 @@ class AcceptTermsView(APIView):
                 # IsAuthenticated (the default permission) has let only real users in.
                 user=cast(AbstractBaseUser, request.user),
                 version=serializer.validated_data["version"],
-                ip_address=request.META.get("REMOTE_ADDR"),
+                ip_address=client_ip(request),
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
             )
         except TermsError as exc:

@@ -210,6 +210,9 @@ LAUNCH = {"environment": "ecmwf-dss"}
 LAUNCH_NOWHERE = {"environment": "no-such-environment"}
 
 RULES: list[Rule] = [
+    # --- Probes: anyone (the orchestrator), and they say nothing about anyone ------------------
+    Rule("healthz", "GET", {a: OK for a in ACTORS}),
+    Rule("readyz", "GET", {a: OK for a in ACTORS}),
     # --- Sign-in, sign-out, the identity provider's round trip: public -------------------------
     Rule("login", "GET", {a: OK for a in ACTORS}),
     Rule("login-failed", "GET", {a: Expect(401) for a in ACTORS}),

@@ -22,7 +22,7 @@ def get_spawner() -> Spawner:
         )
     if settings.SPAWNER == "kubernetes":
         from sessions_app.spawners.kube import KubernetesSpawner
-        from sessions_app.spawners.kube_objects import KubeConfig, parse_labels
+        from sessions_app.spawners.kube_objects import KubeConfig, parse_cidrs, parse_labels
 
         return KubernetesSpawner(
             KubeConfig(
@@ -36,7 +36,7 @@ def get_spawner() -> Spawner:
                 library_image=settings.KUBE_LIBRARY_IMAGE,
                 library_url=settings.NOTEBOOKS_LIBRARY_URL,
                 library_branch=settings.NOTEBOOKS_LIBRARY_BRANCH,
-                egress_allow_cidrs=tuple(settings.KUBE_EGRESS_ALLOW_CIDRS),
+                egress_allow_cidrs=parse_cidrs(settings.KUBE_EGRESS_ALLOW_CIDRS),
                 router_namespace=settings.KUBE_ROUTER_NAMESPACE,
                 router_pod_labels=parse_labels(settings.KUBE_ROUTER_POD_LABELS),
             ),

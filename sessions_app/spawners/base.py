@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,10 +59,27 @@ class SpawnRequest:
 
     @property
     def base_url(self) -> str:
-        """The server's URL prefix: the user's name, as in JupyterHub (``/user/<name>/``)."""
-        from urllib.parse import quote
+        """The server's URL prefix, as in JupyterHub: ``/user/<name>/`` (see :func:`route_name`)."""
+        return f"/user/{route_name(self.username)}/"
 
-        return f"/user/{quote(self.username, safe='')}/"
+
+_ROUTE_SAFE = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+def route_name(username: str) -> str:
+    """The user's part of the session URL: the username itself when it has only letters,
+    digits, ``-`` and ``_``; otherwise a readable slug of it plus a hash.
+
+    Ingress controllers refuse other characters in path prefixes (ingress-nginx's strict path
+    validation allows ``[A-Za-z0-9_/-]``; the API server refuses ``.`` and ``..`` segments),
+    and usernames from identity providers are often e-mail addresses. The hash keeps two names
+    with the same slug (``a.b`` and ``a-b``) apart.
+    """
+    if _ROUTE_SAFE.fullmatch(username):
+        return username
+    slug = re.sub(r"[^a-z0-9]+", "-", username.lower()).strip("-")[:40].rstrip("-")
+    digest = hashlib.sha256(username.encode()).hexdigest()[:8]
+    return f"{slug}-{digest}" if slug else digest
 
 
 class ServerStatus(enum.StrEnum):
@@ -130,6 +149,12 @@ class Spawner(abc.ABC):
     def wait(self, state: State, timeout: float) -> None:
         """Return after ``timeout``, or earlier when the back-end sees the server change."""
         time.sleep(timeout)
+
+    def home_kept_elsewhere(self, folder: str) -> bool:
+        """Whether the back-end keeps a private home for ``folder`` outside
+        ``STORAGE_HOME_ROOT`` (a volume of its own), whatever that root holds. The local
+        back-end keeps none."""
+        return False
 
     def remove_home(self, folder: str) -> None:
         """Remove what the back-end keeps of a user's private home beyond the folder

@@ -403,6 +403,21 @@ class KubernetesSpawner(Spawner):
             )
         return servers
 
+    def home_kept_elsewhere(self, folder: str) -> bool:
+        """Whether the user's home volume exists (the retention rule asks)."""
+        try:
+            self._call(
+                "read the private storage",
+                self.core.read_namespaced_persistent_volume_claim,
+                objects.home_claim_name(folder),
+                self.namespace,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise SpawnerError(f"The cluster did not say: {_api_reason(exc)}") from exc
+        return True
+
     def remove_home(self, folder: str) -> None:
         """Delete a user's home PVC (the storage retention rule); missing is done."""
         self._delete(

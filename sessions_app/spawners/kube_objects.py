@@ -132,9 +132,10 @@ def parse_labels(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if not sep or not _LABEL_KEY.match(key) or len(key.rpartition("/")[2]) > 63:
+        prefix, _, name = key.rpartition("/")
+        if not sep or not _LABEL_KEY.fullmatch(key) or len(name) > 63 or len(prefix) > 253:
             raise ValueError(f"{item!r} is not a label of the form key=value")
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
+        if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid label value")
         labels[key] = value
     return labels
@@ -157,7 +158,7 @@ def dns_label_part(text: str, max_length: int) -> str:
 
 def label_value(text: str) -> str:
     """A valid label value for ``text``: itself when it is one, else a readable part + a hash."""
-    if len(text) <= 63 and _LABEL_VALUE.match(text):
+    if len(text) <= 63 and _LABEL_VALUE.fullmatch(text):
         return text
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")[:50].rstrip("-_.")
     return f"{readable}-{_digest(text)}" if readable else _digest(text)
@@ -302,8 +303,9 @@ def make_pod(config: KubeConfig, request: SpawnRequest, token: str) -> V1Pod:
     server = V1Container(
         name="notebook",
         image=image,
-        command=list(command),
-        args=_server_args(request.base_url),
+        # Arguments only: the image's entrypoint (tini and the Jupyter images' start.sh) stays
+        # PID 1, reaps the kernels' zombies and runs the image's start-up hooks.
+        args=[*command, *_server_args(request.base_url)],
         env=_server_env(request, token),
         working_dir=HOME,
         ports=[V1ContainerPort(name=PORT_NAME, container_port=SERVER_PORT, protocol="TCP")],
@@ -532,8 +534,12 @@ def make_network_policy(config: KubeConfig) -> V1NetworkPolicy:
 
 
 def is_dns_label(name: str) -> bool:
-    return len(name) <= 63 and bool(_DNS_LABEL.match(name))
+    return len(name) <= 63 and bool(_DNS_LABEL.fullmatch(name))
+
+
+def is_dns_subdomain(name: str) -> bool:
+    return len(name) <= 253 and all(_DNS_LABEL.fullmatch(part) for part in name.split("."))
 
 
 def is_label_value(value: str) -> bool:
-    return len(value) <= 63 and bool(_LABEL_VALUE.match(value))
+    return len(value) <= 63 and bool(_LABEL_VALUE.fullmatch(value))

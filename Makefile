@@ -44,3 +44,4 @@ bench: $(BIN)/.dev $(BIN)/.native
 	$(BIN)/python bench/launch.py
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/storage_scan.py
+	$(BIN)/python bench/kube_spawn.py

@@ -5,6 +5,8 @@ about users or sessions."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -16,6 +18,11 @@ from accounts_app.access import public_view
 log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_SECONDS = 3
+# The readiness answer is kept this long: probes come every few seconds from every kubelet, and
+# the URL is reachable from outside; a burst must not open a broker connection per request.
+READY_CACHE_SECONDS = 2.0
+_last: tuple[float, dict[str, str]] | None = None
+_lock = threading.Lock()
 
 
 @public_view
@@ -29,11 +36,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _database(), "broker": _broker()}
+    checks = _checks()
     ready = all(result == "ok" for result in checks.values())
     return JsonResponse(
         {"status": "ok" if ready else "unavailable", **checks}, status=200 if ready else 503
     )
+
+
+def _checks() -> dict[str, str]:
+    global _last
+    with _lock:
+        now = time.monotonic()
+        if _last is None or now - _last[0] > READY_CACHE_SECONDS:
+            _last = (now, {"database": _database(), "broker": _broker()})
+        return dict(_last[1])
 
 
 def _database() -> str:

@@ -306,7 +306,7 @@ KUBE_LIBRARY_IMAGE = env_str("KUBE_LIBRARY_IMAGE", "docker.io/alpine/git:v2.47.2
 KUBE_EGRESS_ALLOW_CIDRS = env_list("KUBE_EGRESS_ALLOW_CIDRS", [])
 KUBE_ROUTER_NAMESPACE = env_str("KUBE_ROUTER_NAMESPACE", "ingress-nginx")
 KUBE_ROUTER_POD_LABELS = env_str("KUBE_ROUTER_POD_LABELS", "app.kubernetes.io/name=ingress-nginx")
-KUBE_UNSCHEDULABLE_SECONDS = env_int("KUBE_UNSCHEDULABLE_SECONDS", 300, minimum=1)
+KUBE_UNSCHEDULABLE_SECONDS = env_int("KUBE_UNSCHEDULABLE_SECONDS", 90, minimum=1)
 KUBE_REQUEST_TIMEOUT_SECONDS = env_float("KUBE_REQUEST_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 KUBE_RETRIES = env_int("KUBE_RETRIES", 4, minimum=0)
 
@@ -361,6 +361,27 @@ def _kube_checked() -> None:
     for name, url in (("KUBE_PUBLIC_URL", KUBE_PUBLIC_URL), ("KUBE_AUTH_URL", KUBE_AUTH_URL)):
         if url and not url.startswith(("http://", "https://")):
             raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {url!r}")
+    # Without these, a session's route would catch every host, be picked up by any controller
+    # (one that ignores the forward-auth), or let any pod of the router namespace in.
+    required = (
+        ("KUBE_PUBLIC_URL", KUBE_PUBLIC_URL),
+        ("KUBE_INGRESS_CLASS", KUBE_INGRESS_CLASS),
+        ("KUBE_ROUTER_POD_LABELS", KUBE_ROUTER_POD_LABELS),
+    )
+    for name, value in required:
+        if not value.strip():
+            raise ImproperlyConfigured(f"{name} must be set when SPAWNER=kubernetes")
+    if KUBE_UNSCHEDULABLE_SECONDS >= SPAWN_TIMEOUT_SECONDS:
+        # Otherwise the spawn timeout always comes first and nobody learns there was no room.
+        raise ImproperlyConfigured(
+            f"KUBE_UNSCHEDULABLE_SECONDS ({KUBE_UNSCHEDULABLE_SECONDS}) must be less than "
+            f"SPAWN_TIMEOUT_SECONDS ({SPAWN_TIMEOUT_SECONDS})"
+        )
+    public = urlsplit(KUBE_PUBLIC_URL)
+    if public.scheme != "https" or public.path or public.query or public.username:
+        raise ImproperlyConfigured(
+            f"KUBE_PUBLIC_URL must be https://<host> (no path), got {KUBE_PUBLIC_URL!r}"
+        )
     host = urlsplit(KUBE_PUBLIC_URL).hostname or ""
     if host and (not is_dns_subdomain(host) or host.replace(".", "").isdigit()):
         # It becomes the host of every session's Ingress rule, which takes names only.

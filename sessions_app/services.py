@@ -253,6 +253,7 @@ def session_spawn(session_id: str) -> None:
     Session.objects.filter(pk=session_id).update(
         library_status=folders.library_message, updated_at=timezone.now()
     )
+    start_requested = timezone.now()
     try:
         state = spawner.start(_spawn_request(session, folders), progress)
     except SpawnerError as exc:
@@ -281,7 +282,8 @@ def session_spawn(session_id: str) -> None:
             now = timezone.now()
             # From the back-end's own start where it keeps one (a pod's deadline counts from
             # its start), so that the countdown shows when the back-end will end it.
-            clock_start = min(result.started_at or now, now)
+            # Bounded both ways: a back-end clock behind ours must not end the session early.
+            clock_start = min(max(result.started_at or now, start_requested), now)
             expires_at = clock_start + session.environment.max_duration
             with transaction.atomic():
                 promoted = _transition(
@@ -310,10 +312,11 @@ def session_spawn(session_id: str) -> None:
             return
         if time.monotonic() > deadline:
             spawner.stop(state)
+            last = f" Last news: {last_message}" if last_message else ""
             _fail_start(
                 session_id,
                 Reason.BACKEND_ERROR,
-                f"The server did not answer within {settings.SPAWN_TIMEOUT_SECONDS} seconds.",
+                f"The server did not answer within {settings.SPAWN_TIMEOUT_SECONDS} seconds.{last}",
             )
             return
         if result.message and result.message != last_message:
@@ -428,7 +431,12 @@ def sessions_reconcile() -> dict[str, int]:
         result = spawner.poll(session.spawner_state)
         if result.status != ServerStatus.GONE:
             continue
-        spawner.stop(session.spawner_state)
+        try:
+            spawner.stop(session.spawner_state)
+        except SpawnerError as exc:
+            # One server the back-end will not stop now must not hold up the rest.
+            log.warning("reconcile: session %s: stop failed: %s", session.pk, exc)
+            continue
         if result.deadline_exceeded:
             # The back-end ended it at its deadline (a pod's activeDeadlineSeconds), perhaps
             # while no worker ran: that is the time limit, not a failure.
@@ -460,7 +468,11 @@ def sessions_reconcile() -> dict[str, int]:
         :SWEEP_BATCH
     ]:
         if session.spawner_state:
-            spawner.stop(session.spawner_state)
+            try:
+                spawner.stop(session.spawner_state)
+            except SpawnerError as exc:
+                log.warning("reconcile: session %s: stop failed: %s", session.pk, exc)
+                continue
         if _transition(
             str(session.pk),
             [State.STARTING],
@@ -482,6 +494,10 @@ def sessions_reconcile() -> dict[str, int]:
     for server in spawner.list_servers():
         if server.session_id not in active:
             log.warning("stopping server of unknown session %s", server.session_id)
-            spawner.stop(server.state)
+            try:
+                spawner.stop(server.state)
+            except SpawnerError as exc:
+                log.warning("reconcile: orphan %s: stop failed: %s", server.session_id, exc)
+                continue
             orphans += 1
     return {"died": died, "expired": expired, "stuck": stuck, "orphans": orphans}

@@ -985,17 +985,29 @@ def _claim_home(
             return None, "a session was started"
         if suspension_active_for(user) is not None:
             return None, "the account is suspended (no session can be started)"
+        leftover = _rename_away(root, name)
+        if leftover is None:
+            return None, "the home is gone"
         try:
             # What the back-end keeps of the home beyond this folder (a Kubernetes volume),
             # under the same lock: no launch can adopt it in between.
             get_spawner().remove_home(name)
         except SpawnerError as exc:
+            # Kept: the folder goes back (no launch can have made a new one: they wait on
+            # this lock), and the next sweep tries again.
+            _rename_back(root, leftover, name)
             return None, f"the session back-end did not remove the home's volume: {exc}"
-        leftover = _rename_away(root, name)
-        if leftover is None:
-            return None, "the home is gone"
         StorageAccount.objects.filter(pk=account_id).update(private_deleted_at=now)
     return leftover, ""
+
+
+def _rename_back(root: Path, leftover: str, name: str) -> None:
+    """Undo :func:`_rename_away` (within ``root``, relative to its descriptor)."""
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.rename(leftover, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
 
 
 def _rename_away(root: Path, name: str) -> str | None:

@@ -64,6 +64,7 @@ class SpawnRequest:
 
 
 _ROUTE_SAFE = re.compile(r"[A-Za-z0-9_-]{1,63}")
+_HASHED = re.compile(r"-[0-9a-f]{12}")
 
 
 def route_name(username: str) -> str:
@@ -72,14 +73,15 @@ def route_name(username: str) -> str:
 
     Ingress controllers refuse other characters in path prefixes (ingress-nginx's strict path
     validation allows ``[A-Za-z0-9_/-]``; the API server refuses ``.`` and ``..`` segments),
-    and usernames from identity providers are often e-mail addresses. The hash keeps two names
-    with the same slug (``a.b`` and ``a-b``) apart.
+    and usernames from identity providers are often e-mail addresses. Hashed names always end
+    in ``-`` and 12 hex digits, and a name kept as it is never does (it is hashed too), so no
+    username can take another's route; the hash keeps ``a.b`` and ``a-b`` apart.
     """
-    if _ROUTE_SAFE.fullmatch(username):
+    if _ROUTE_SAFE.fullmatch(username) and not _HASHED.search(username[-13:]):
         return username
     slug = re.sub(r"[^a-z0-9]+", "-", username.lower()).strip("-")[:40].rstrip("-")
-    digest = hashlib.sha256(username.encode()).hexdigest()[:8]
-    return f"{slug}-{digest}" if slug else digest
+    digest = hashlib.sha256(username.encode()).hexdigest()[:12]
+    return f"{slug or 'user'}-{digest}"
 
 
 class ServerStatus(enum.StrEnum):

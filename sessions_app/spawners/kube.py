@@ -127,27 +127,38 @@ class KubernetesSpawner(Spawner):
     def networking(self) -> client.NetworkingV1Api:
         return client.NetworkingV1Api(self.api_client)
 
-    def _call(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call the API, retrying what is worth retrying; ``ApiException`` for the rest."""
+    def _call(
+        self,
+        what: str,
+        function: Callable[..., T],
+        *args: Any,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Call the API, retrying what is worth retrying; ``ApiException`` for the rest.
+
+        ``retries``: instead of the spawner's (0 where a caller holds a lock meanwhile).
+        """
         kwargs.setdefault("_request_timeout", self.request_timeout)
+        tries = self.retries if retries is None else retries
         delay = self.backoff_seconds
-        for attempt in range(self.retries + 1):
+        for attempt in range(tries + 1):
             try:
                 return function(*args, **kwargs)
             except ApiException as exc:
-                if not _retryable(exc) or attempt == self.retries:
+                if not _retryable(exc) or attempt == tries:
                     if _retryable(exc):
                         raise TransientSpawnerError(
                             f"The cluster did not manage to {what} (HTTP {exc.status}, "
-                            f"{self.retries + 1} tries)."
+                            f"{tries + 1} tries)."
                         ) from exc
                     raise
                 problem = f"HTTP {exc.status}"
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                if attempt == self.retries:
+                if attempt == tries:
                     raise TransientSpawnerError(
                         f"The cluster did not answer when asked to {what} "
-                        f"({type(exc).__name__}, {self.retries + 1} tries)."
+                        f"({type(exc).__name__}, {tries + 1} tries)."
                     ) from exc
                 problem = type(exc).__name__
             log.info("kubernetes: %s: %s, retrying in %.1fs", what, problem, delay)
@@ -173,6 +184,7 @@ class KubernetesSpawner(Spawner):
             state["token"] = _pod_token(created) or token
             state["url"] = self._url(request.base_url, state["token"])
             owner = objects.owner_reference(created)
+            self._remove_stale_routes(request)
             self._create_owned(
                 "create the session's service",
                 objects.make_service(self.settings, request, owner),
@@ -224,7 +236,20 @@ class KubernetesSpawner(Spawner):
             )
         except ApiException as exc:
             if exc.status != 409:
-                raise  # 409: the home exists from an earlier session, which is the point
+                raise
+            # 409: the home exists from an earlier session, which is the point; unless it is
+            # being deleted (the retention rule, just now): a pod would wait for it in vain.
+            existing = self._call(
+                "read your private storage",
+                self.core.read_namespaced_persistent_volume_claim,
+                str(meta(claim).name),
+                self.namespace,
+            )
+            if meta(existing).deletion_timestamp:
+                raise TransientSpawnerError(
+                    "Your old private storage is still being removed; please launch again in "
+                    "a minute."
+                ) from exc
 
     def _create_pod(self, pod: client.V1Pod, session_id: str) -> client.V1Pod:
         name = str(meta(pod).name)
@@ -246,7 +271,7 @@ class KubernetesSpawner(Spawner):
             ):
                 return existing  # this session's own pod, from an earlier try: adopt it
             log.warning("kubernetes: replacing pod %s of another session", name)
-            self._delete("delete a stale pod", self.core.delete_namespaced_pod, name, grace=0)
+            self._delete("delete a stale pod", self.core.delete_namespaced_pod, name)
             time.sleep(self.backoff_seconds)
         raise TransientSpawnerError(f"The pod name {name} stays taken; please launch again.")
 
@@ -257,14 +282,40 @@ class KubernetesSpawner(Spawner):
         create: Callable[..., Any],
         delete: Callable[..., Any],
     ) -> None:
-        """Create a Service or Ingress; one left over under the same name is replaced."""
-        try:
-            self._call(what, create, self.namespace, body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+        """Create a Service or Ingress; one left over under the same name is replaced (and
+        waited for: a controller's finalizer may hold it a moment)."""
+        for _ in range(10):
+            try:
+                self._call(what, create, self.namespace, body)
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
             self._delete(what, delete, str(meta(body).name))
-            self._call(what, create, self.namespace, body)
+            time.sleep(self.backoff_seconds)
+        raise TransientSpawnerError(f"The cluster did not manage to {what}: the name stays taken.")
+
+    def _remove_stale_routes(self, request: SpawnRequest) -> None:
+        """Delete Ingresses of the user's earlier sessions that a failed clean-up left: they
+        route the same path, and the oldest rule wins."""
+        labels = {
+            **objects.SESSION_SELECTOR,
+            objects.USER_LABEL: objects.label_value(request.username),
+        }
+        listed = self._call(
+            "list the user's routes",
+            self.networking.list_namespaced_ingress,
+            self.namespace,
+            label_selector=",".join(f"{key}={value}" for key, value in labels.items()),
+        )
+        ours = objects.label_value(request.session_id)
+        for ingress in listed.items:
+            if (meta(ingress).labels or {}).get(objects.SESSION_LABEL) != ours:
+                self._delete(
+                    "remove an old route",
+                    self.networking.delete_namespaced_ingress,
+                    str(meta(ingress).name),
+                )
 
     # --- poll and wait ------------------------------------------------------------------------
 
@@ -292,30 +343,43 @@ class KubernetesSpawner(Spawner):
         return verdict
 
     def wait(self, state: State, timeout: float) -> None:
-        """Return when the pod changes, or after ``timeout`` (a watch, not a sleep)."""
+        """Return when the pod changes, or after ``timeout`` (a watch, not a sleep).
+
+        The watch starts from the version of a fresh list, not from the pod's own version: an
+        object that has not changed for a while (a long image pull) has a version older than
+        the API server's watch cache, which would answer 410 Gone at once, every time. If the
+        list shows the pod changed since the last poll, there is nothing to wait for.
+        """
         name = _pod_name(state)
-        version = self._seen_versions.get(name or "")
-        if not name or not version:
+        if not name:
             time.sleep(timeout)
             return
         seconds = max(1, math.ceil(timeout))
         stream = watch.Watch()
         try:
+            listed = self.core.list_namespaced_pod(
+                self.namespace,
+                field_selector=f"metadata.name={name}",
+                _request_timeout=self.request_timeout,
+            )
+            versions = [meta(pod).resource_version for pod in listed.items]
+            if versions != [self._seen_versions.get(name)]:
+                return  # changed (or gone) since the last poll: poll again now
             for _event in stream.stream(
                 self.core.list_namespaced_pod,
                 self.namespace,
                 field_selector=f"metadata.name={name}",
-                resource_version=version,
+                resource_version=listed.metadata.resource_version if listed.metadata else None,
                 timeout_seconds=seconds,
                 _request_timeout=seconds + self.request_timeout,
             ):
                 break
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            # A watch that cannot start (410 Gone: the version is too old, or a hiccup) is
-            # not an error: the next poll reads the pod afresh.
+            # A watch that cannot start (a hiccup, an API server restart) is not an error: the
+            # next poll reads the pod afresh. Never sooner than a second, so that a persistent
+            # failure cannot turn the spawn loop into a tight loop of requests.
             log.debug("kubernetes: watch on %s: %s", name, exc)
-            self._seen_versions.pop(name, None)
-            time.sleep(min(timeout, 1.0))
+            time.sleep(max(timeout, 1.0))
         finally:
             stream.stop()
 
@@ -369,13 +433,18 @@ class KubernetesSpawner(Spawner):
             log.warning("kubernetes: clean-up after a failed start: %s", exc)
 
     def _delete(
-        self, what: str, function: Callable[..., Any], name: str, grace: int | None = None
+        self,
+        what: str,
+        function: Callable[..., Any],
+        name: str,
+        grace: int | None = None,
+        retries: int | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {}
         if grace is not None:
             kwargs["grace_period_seconds"] = grace
         try:
-            self._call(what, function, name, self.namespace, **kwargs)
+            self._call(what, function, name, self.namespace, retries=retries, **kwargs)
         except ApiException as exc:
             if exc.status != 404:  # already gone: done
                 raise SpawnerError(f"The cluster did not {what}: {_api_reason(exc)}") from exc
@@ -419,11 +488,15 @@ class KubernetesSpawner(Spawner):
         return True
 
     def remove_home(self, folder: str) -> None:
-        """Delete a user's home PVC (the storage retention rule); missing is done."""
+        """Delete a user's home PVC (the storage retention rule); missing is done.
+
+        One try, no retries: the caller holds the account's lock, which launches wait on; a
+        failure keeps the home until the next sweep."""
         self._delete(
             "remove the private storage",
             self.core.delete_namespaced_persistent_volume_claim,
             objects.home_claim_name(folder),
+            retries=0,
         )
 
     # --- state --------------------------------------------------------------------------------

@@ -90,8 +90,26 @@ SCRATCH_DIR = f"{HOME}/scratch"
 LIBRARY_CPU = "100m"
 LIBRARY_MEMORY = "256Mi"
 LIBRARY_SIZE_LIMIT = "1Gi"
-# Cloud providers' instance metadata: credentials live there, sessions must never reach it.
-METADATA_CIDRS = ("169.254.169.254/32", "fd00:ec2::254/128")
+# Where sessions must not go on 80/443: the cluster's own networks (the API server, other
+# tenants' services, nodes) and every cloud's instance metadata and agents (credentials live
+# there: 169.254.169.254, AWS's fd00:ec2::254 and Pod Identity 169.254.170.23, Azure's
+# WireServer 168.63.129.16, Alibaba's 100.100.100.200). Internal hosts sessions need (a git
+# server) go on the allow-list.
+DENIED_IPV4 = (
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "168.63.129.16/32",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+)
+DENIED_IPV6 = ("fc00::/7", "fe80::/10")
+METADATA_CIDRS = (
+    "169.254.169.254/32",
+    "fd00:ec2::254/128",
+    "169.254.170.23/32",
+    "100.100.100.200/32",
+)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -142,8 +160,27 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 def parse_cidrs(items: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Normalised CIDRs (``10.1.2.3/8`` is refused: host bits set); ``ValueError`` otherwise."""
-    return tuple(str(ipaddress.ip_network(item, strict=True)) for item in items)
+    """Normalised CIDRs for the egress allow-list; ``ValueError`` says what is wrong.
+
+    Refused: host bits set (``10.1.2.3/8``), networks wider than /8 (IPv4) or /16 (IPv6),
+    which would open every port to much of the internet, and any network holding a cloud
+    metadata address.
+    """
+    networks = []
+    for item in items:
+        network = ipaddress.ip_network(item, strict=True)
+        if network.prefixlen < (8 if network.version == 4 else 16):
+            raise ValueError(
+                f"{item} is wider than an allow-list entry may be (/8, or /16 for IPv6)"
+            )
+        for metadata in METADATA_CIDRS:
+            address = ipaddress.ip_network(metadata)
+            if address.version == network.version and address.subnet_of(network):  # type: ignore[arg-type]
+                raise ValueError(
+                    f"{item} holds the cloud metadata address {address.network_address}"
+                )
+        networks.append(str(network))
+    return tuple(networks)
 
 
 def _digest(text: str, length: int = 10) -> str:
@@ -221,13 +258,21 @@ def _library_init_container(config: KubeConfig) -> V1Container:
         'if git clone --quiet --depth 1 ${2:+"--branch=$2"} -- "$1" /library; then '
         "rm -rf /library/.git; "
         "else find /library -mindepth 1 -delete; "
-        'echo "The notebooks library could not be cloned from $1." > /library/CLONE-FAILED.txt; '
+        'echo "The notebooks library could not be cloned from $3." > /library/CLONE-FAILED.txt; '
         "fi; exit 0"
     )
     return V1Container(
         name="notebooks-library",
         image=config.library_image,
-        command=["sh", "-c", script, "clone", config.library_url, config.library_branch],
+        command=[
+            "sh",
+            "-c",
+            script,
+            "clone",
+            config.library_url,
+            config.library_branch,
+            _without_credentials(config.library_url),
+        ],
         env=[
             V1EnvVar(name="GIT_TERMINAL_PROMPT", value="0"),
             V1EnvVar(name="HOME", value="/tmp"),
@@ -236,6 +281,16 @@ def _library_init_container(config: KubeConfig) -> V1Container:
         security_context=_restricted_container_security(),
         volume_mounts=[V1VolumeMount(name="library", mount_path="/library")],
     )
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a user name or password (what every user may read)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _server_args(base_url: str) -> list[str]:
@@ -476,8 +531,8 @@ def make_network_policy(config: KubeConfig) -> V1NetworkPolicy:
     """
     web_ports = [V1NetworkPolicyPort(protocol="TCP", port=port) for port in (80, 443)]
     anywhere = [
-        V1NetworkPolicyPeer(ip_block=V1IPBlock(cidr="0.0.0.0/0", _except=[METADATA_CIDRS[0]])),
-        V1NetworkPolicyPeer(ip_block=V1IPBlock(cidr="::/0", _except=[METADATA_CIDRS[1]])),
+        V1NetworkPolicyPeer(ip_block=V1IPBlock(cidr="0.0.0.0/0", _except=list(DENIED_IPV4))),
+        V1NetworkPolicyPeer(ip_block=V1IPBlock(cidr="::/0", _except=list(DENIED_IPV6))),
     ]
     dns = V1NetworkPolicyEgressRule(
         to=[

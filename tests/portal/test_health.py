@@ -11,6 +11,14 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _fresh_answer() -> None:
+    """Each test asks afresh (the answer is kept for READY_CACHE_SECONDS)."""
+    from portal import health
+
+    health._last = None
+
+
 def test_healthz_answers_without_signing_in(client: Client) -> None:
     response = client.get("/healthz")
 
@@ -58,6 +66,23 @@ def test_readyz_is_unavailable_when_the_database_does_not_answer(
 
     assert response.status_code == 503
     assert response.json()["database"] == "unavailable"
+
+
+def test_a_burst_of_probes_checks_once(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from portal import health
+
+    calls: list[str] = []
+
+    def broker() -> str:
+        calls.append("broker")
+        return "ok"
+
+    monkeypatch.setattr(health, "_broker", broker)
+
+    for _ in range(5):
+        assert client.get("/readyz").status_code == 200
+
+    assert calls == ["broker"]
 
 
 def test_probes_take_no_writes(client: Client) -> None:

@@ -81,7 +81,10 @@ def test_launch_runs_a_pod_reached_through_its_route_until_the_user_stops_it(
     assert session.expires_at is not None and session.started_at is not None
     # The countdown starts with the pod (its deadline counts from there).
     pod_start = datetime.fromisoformat(pod["status"]["startTime"].replace("Z", "+00:00"))
-    assert session.expires_at == pod_start + environment.max_duration
+    clock_start = session.expires_at - environment.max_duration
+    # startTime has whole seconds; the clock never starts before the portal asked for the pod
+    assert timedelta(0) <= clock_start - pod_start < timedelta(seconds=1)
+    assert clock_start <= session.started_at
     # The API and the session page show the route; the forward-auth endpoint lets the owner in.
     assert api.get("/api/v1/session/").json()["url"] == session.url
     assert api.get(reverse("session-route-auth", args=[session_id])).status_code == 200

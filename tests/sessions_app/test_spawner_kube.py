@@ -19,6 +19,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
+from kubernetes.client import ApiClient
 
 from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest, State
 from sessions_app.spawners.kube import KubernetesSpawner, TransientSpawnerError
@@ -27,6 +28,7 @@ from sessions_app.spawners.kube_objects import (
     SESSION_LABEL,
     KubeConfig,
     home_claim_name,
+    make_pvc,
     session_name,
 )
 from tests.kube.apiserver import FakeApiServer
@@ -376,15 +378,59 @@ def test_wait_returns_when_the_pod_changes_not_at_its_timeout(
     assert waited < 15
 
 
-def test_wait_copes_with_an_expired_version(
+def test_an_old_version_does_not_turn_waiting_into_a_tight_loop(
     spawner: KubernetesSpawner, kube_server: FakeApiServer, started: State
 ) -> None:
+    # The pod has not changed for long (a slow pull): its own version is older than the API
+    # server keeps watches for (410 Gone). The wait must still wait.
     spawner.poll(started)
-    kube_server.compact()  # the remembered version is now too old: 410 Gone
+    kube_server.compact()
+    rounds = 0
+    began = time.monotonic()
+    while time.monotonic() - began < 2.0:
+        assert spawner.poll(started).status == ServerStatus.STARTING
+        spawner.wait(started, timeout=0.05)  # what the spawn loop passes (SPAWN_POLL_SECONDS)
+        rounds += 1
 
-    spawner.wait(started, timeout=1)
+    assert rounds <= 4  # a watch of about a second each, not 40 rounds of 50 ms
 
-    assert spawner.poll(started).status == ServerStatus.STARTING
+
+def test_a_home_still_being_deleted_is_not_adopted(
+    spawner: KubernetesSpawner, kube_server: FakeApiServer, tmp_path: Path
+) -> None:
+    # Retention removed the user's home a moment ago and a finalizer (pvc-protection) holds it
+    # while its last pod ends. The fake deletes at once, so the API's two answers are played:
+    # "exists" on create, then the claim with its deletionTimestamp on read.
+    request = kube_request(tmp_path)
+    claim = ApiClient().sanitize_for_serialization(make_pvc(KubeConfig(namespace=NS), request))
+    claim["metadata"].update(
+        deletionTimestamp="2026-11-26T00:00:00Z",
+        finalizers=["kubernetes.io/pvc-protection"],
+        uid="9f1c",
+        resourceVersion="7",
+    )
+    kube_server.fail_next("POST", r"/persistentvolumeclaims$", 409)
+    kube_server.fail_next(
+        "GET", rf"/persistentvolumeclaims/{claim['metadata']['name']}$", 200, body=claim
+    )
+
+    with pytest.raises(TransientSpawnerError, match="still being removed"):
+        spawner.start(request, no_progress)
+
+    assert kube_server.objects("pods", NS) == []
+
+
+def test_a_stale_route_of_the_users_earlier_session_is_removed(
+    spawner: KubernetesSpawner, kube_server: FakeApiServer, tmp_path: Path
+) -> None:
+    earlier = spawner.start(kube_request(tmp_path), no_progress)
+    # Its clean-up failed half-way: the pod went, the route stayed.
+    spawner.core.delete_namespaced_pod(earlier["pod"], NS, propagation_policy="Orphan")
+    assert kube_server.get("ingresses", NS, earlier["pod"]) is not None
+
+    later = spawner.start(kube_request(tmp_path), no_progress)
+
+    assert [i["metadata"]["name"] for i in kube_server.objects("ingresses", NS)] == [later["pod"]]
 
 
 @pytest.mark.parametrize(

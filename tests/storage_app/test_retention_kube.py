@@ -101,12 +101,13 @@ def test_a_cluster_that_does_not_answer_keeps_the_home(
     name = _volume_for(owner, kube_server)
     sweep_at(DEADLINE - timedelta(days=7))
     sweep_at(DEADLINE - timedelta(days=1))
-    kube_server.fail_next("DELETE", r"/persistentvolumeclaims/", 503, times=2)  # both tries
+    kube_server.fail_next("DELETE", r"/persistentvolumeclaims/", 503)  # one try, under the lock
 
     outcomes = sweep_at(DEADLINE + timedelta(minutes=5))
 
     assert [o.action for o in outcomes] == ["kept"]
     assert "did not remove the home's volume" in outcomes[0].detail
+    assert home_path(owner).is_dir()  # renamed back: still the user's
     assert kube_server.get("persistentvolumeclaims", NS, name) is not None
     assert StorageAccount.objects.get(user=owner).private_deleted_at is None
     # The next sweep, with the cluster back, deletes it.

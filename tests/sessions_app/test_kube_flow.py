@@ -202,3 +202,47 @@ def test_an_image_that_cannot_be_pulled_fails_the_launch_with_a_readable_message
     )
     assert kube_server.objects("pods", NS) == []
     assert kube_server.objects("ingresses", NS) == []
+
+
+def test_reconcile_goes_on_past_a_server_it_cannot_stop(
+    flow: User, api: APIClient, kube_server: FakeApiServer, kubelet: Kubelet
+) -> None:
+    kubelet.auto(delay=0.05)
+    session_id = _launch(api)
+    wait_for(session_id, in_state(Session.State.RUNNING), timeout=60)
+    kubelet.stop()
+    name = session_name(flow.username, session_id)
+    kubelet.fail(name, exit_code=1)
+    # An orphan too, after it in the pass.
+    spawner = get_spawner()
+    assert isinstance(spawner, KubernetesSpawner)
+    orphan = dict(kube_server.get("pods", NS, name) or {})
+    orphan_name = session_name("ghost", "7d3f6c1e-0000-4000-8000-000000000002")
+    spawner.core.create_namespaced_pod(
+        NS,
+        cast(
+            Any,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": orphan_name,
+                    "labels": {
+                        **orphan["metadata"]["labels"],
+                        "jupyter-portal/session": "7d3f6c1e-0000-4000-8000-000000000002",
+                    },
+                },
+                "spec": orphan["spec"],
+            },
+        ),
+    )
+    # The cluster refuses to remove the dead session's route (a broken webhook, say).
+    kube_server.fail_next("DELETE", rf"/ingresses/{name}$", 403)
+
+    result = sessions_reconcile()
+
+    # That session waits for the next pass; the orphan is still dealt with.
+    assert Session.objects.get(pk=session_id).state == Session.State.RUNNING
+    assert result["orphans"] == 1
+    assert kube_server.get("pods", NS, orphan_name) is None
+    assert sessions_reconcile()["died"] == 1

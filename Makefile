@@ -45,3 +45,4 @@ bench: $(BIN)/.dev $(BIN)/.native
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/storage_scan.py
 	$(BIN)/python bench/kube_spawn.py
+	$(BIN)/python bench/queue_sim.py

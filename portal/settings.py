@@ -6,6 +6,7 @@ system (a real worker and beat, no broker server), the local spawner and local a
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -270,6 +271,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=SESSION_SWEEP_SECONDS),
         "options": {"expires": SESSION_SWEEP_SECONDS},
     },
+    "sessions-admit": {
+        "task": "sessions_app.tasks.admit_sessions",
+        "schedule": timedelta(seconds=SESSION_SWEEP_SECONDS),
+        "options": {"expires": SESSION_SWEEP_SECONDS},
+    },
     "sessions-reconcile": {
         "task": "sessions_app.tasks.sweep_reconcile",
         "schedule": timedelta(seconds=SESSION_SWEEP_SECONDS * 2),
@@ -283,6 +289,19 @@ SPAWNER = env_choice("SPAWNER", "local", ("local", "kubernetes"))
 SPAWN_TIMEOUT_SECONDS = env_int("SPAWN_TIMEOUT_SECONDS", 120, minimum=5)
 SPAWN_POLL_SECONDS = env_float("SPAWN_POLL_SECONDS", 0.05, minimum=0.01)
 SESSION_STOP_GRACE_SECONDS = env_float("SESSION_STOP_GRACE_SECONDS", 5.0, minimum=0)
+# Capacity (service rule 5): the pool of CPUs and memory that sessions may hold at once; beyond
+# it, launches queue (sessions_app/admission.py). The local default is a share of this machine:
+# its memory, and its CPUs four times over (local sessions share CPUs; memory is the limit).
+SESSION_POOL_CPUS = env_int("SESSION_POOL_CPUS", 4 * (os.cpu_count() or 1), minimum=1)
+SESSION_POOL_MEMORY_MB = env_int(
+    "SESSION_POOL_MEMORY_MB",
+    max(256, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20),
+    minimum=256,
+)
+# A queued session's priority grows by one step per QUEUE_AGING_MINUTES waited; once one has
+# waited QUEUE_RESERVE_AFTER_MINUTES, nothing behind it starts before it.
+QUEUE_AGING_MINUTES = env_float("QUEUE_AGING_MINUTES", 10.0, minimum=0.1)
+QUEUE_RESERVE_AFTER_MINUTES = env_float("QUEUE_RESERVE_AFTER_MINUTES", 30.0, minimum=0)
 SESSION_WARNING_MINUTES = env_int("SESSION_WARNING_MINUTES", 15, minimum=0)
 LOCAL_SPAWNER_RUNTIME_DIR = Path(
     env_str("LOCAL_SPAWNER_RUNTIME_DIR", str(VAR_DIR / "spawner"))

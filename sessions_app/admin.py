@@ -33,7 +33,11 @@ class EnvironmentAdmin(admin.ModelAdmin):
     inlines = [EnvironmentOptionInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "use_case", "enabled", "order"]}),
-        ("Resources", {"fields": ["memory_mb", "cpus", "max_duration_minutes", "priority"]}),
+        (
+            "Resources",
+            {"fields": ["memory_mb", "cpus", "max_duration_minutes", "priority", "max_concurrent"]},
+        ),
+        ("Who may launch it", {"fields": ["allowed_groups"]}),
         ("Back-end", {"fields": ["image", "priority_class_name", "command"]}),
     ]
 

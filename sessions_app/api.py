@@ -52,7 +52,7 @@ class EnvironmentListView(generics.ListAPIView[Environment]):
     pagination_class = None
 
     def get_queryset(self) -> QuerySet[Environment]:
-        return environments_launchable()
+        return environments_launchable(self.request.user)
 
 
 class SessionView(APIView):

@@ -24,6 +24,21 @@ class Environment(models.Model):
     priority = models.SmallIntegerField(
         default=0, help_text="Higher is admitted first when resources are short."
     )
+    max_concurrent = models.PositiveSmallIntegerField(
+        "most at once",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most sessions of this environment at the same time; empty: only the pool "
+        "limits it.",
+    )
+    allowed_groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="launchable_environments",
+        help_text="Only members of these groups may launch it; none: everyone admitted to the "
+        "portal.",
+    )
     enabled = models.BooleanField(default=True)
     order = models.PositiveSmallIntegerField(default=0)
     image = models.CharField(
@@ -160,6 +175,13 @@ class Session(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     url = models.CharField(max_length=500, blank=True)
+    admitted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the pool had room for it (queued until then)."
+    )
+    queue_boost = models.SmallIntegerField(
+        default=0,
+        help_text="Staff's change to this queued session's priority (moves it in the queue).",
+    )
     spawner_state = models.JSONField(default=dict, blank=True)
     library_status = models.TextField(
         blank=True, help_text="What became of the notebooks library at this session's start."

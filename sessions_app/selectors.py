@@ -2,18 +2,144 @@
 
 from __future__ import annotations
 
+import statistics
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from sessions_app.admission import AdmissionPolicy, Holding, QueueEntry, estimate_waits
 from sessions_app.models import Environment, Session
 
 
-def environments_launchable() -> QuerySet[Environment]:
-    return Environment.objects.filter(enabled=True).prefetch_related("options")
+def environments_launchable(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Environment]:
+    """The enabled environments ``user`` may launch: those open to everyone, and those limited
+    to groups the user is in (superusers: all)."""
+    environments = Environment.objects.filter(enabled=True).prefetch_related("options")
+    if getattr(user, "is_superuser", False):
+        return environments
+    groups = (
+        list(Group.objects.filter(user__pk=user.pk).values_list("pk", flat=True))
+        if user.is_authenticated
+        else []
+    )
+    return environments.filter(
+        Q(allowed_groups__isnull=True) | Q(allowed_groups__in=groups)
+    ).distinct()
+
+
+def environment_allowed_for(
+    environment: Environment, user: AbstractBaseUser | AnonymousUser
+) -> bool:
+    return environments_launchable(user).filter(pk=environment.pk).exists()
+
+
+def admission_policy() -> AdmissionPolicy:
+    return AdmissionPolicy(
+        aging_minutes=settings.QUEUE_AGING_MINUTES,
+        reserve_after_minutes=settings.QUEUE_RESERVE_AFTER_MINUTES,
+    )
+
+
+# How many ended sessions per environment the typical length is taken from.
+TYPICAL_SAMPLE = 200
+
+
+def typical_durations() -> dict[str, float]:
+    """Per environment, the median length in seconds of its recent sessions (those that ran);
+    environments without any have none (the estimate takes their time limit)."""
+    typical: dict[str, float] = {}
+    for slug in Environment.objects.values_list("slug", flat=True):
+        lengths = [
+            (ended - started).total_seconds()
+            for started, ended in Session.objects.filter(
+                environment__slug=slug, started_at__isnull=False, ended_at__isnull=False
+            )
+            .order_by("-ended_at")
+            .values_list("started_at", "ended_at")[:TYPICAL_SAMPLE]
+            if started is not None and ended is not None
+        ]
+        if lengths:
+            typical[slug] = statistics.median(lengths)
+    return typical
+
+
+def queue_entries(typical: dict[str, float] | None = None) -> list[QueueEntry]:
+    """Every session waiting for room, as admission sees it (``typical``: expected lengths by
+    environment, for estimates; else the time limit)."""
+    waiting = Session.objects.filter(
+        state=Session.State.QUEUED, admitted_at__isnull=True
+    ).select_related("environment")
+    return [_entry(session, typical or {}) for session in waiting]
+
+
+def _entry(session: Session, typical: dict[str, float]) -> QueueEntry:
+    environment = session.environment
+    limit = environment.max_duration_minutes * 60
+    return QueueEntry(
+        key=str(session.pk),
+        environment=environment.slug,
+        cpus=environment.cpus,
+        memory_mb=environment.memory_mb,
+        priority=environment.priority,
+        queued_at=session.created_at,
+        boost=session.queue_boost,
+        duration_seconds=round(min(limit, typical.get(environment.slug, limit))),
+    )
+
+
+def queue_holdings(now: datetime, typical: dict[str, float] | None = None) -> list[Holding]:
+    """What admitted and running sessions hold, and until when: their deadline, or (with
+    ``typical``) when sessions of their environment usually end, if that comes first."""
+    typical = typical or {}
+    holding = Session.objects.filter(
+        Q(state__in=[Session.State.STARTING, Session.State.RUNNING, Session.State.STOPPING])
+        | Q(state=Session.State.QUEUED, admitted_at__isnull=False)
+    ).select_related("environment")
+    holdings = []
+    for session in holding:
+        environment = session.environment
+        deadline = session.expires_at or now + environment.max_duration
+        release = deadline
+        if environment.slug in typical:
+            usual_end = (session.started_at or now) + timedelta(seconds=typical[environment.slug])
+            release = min(deadline, max(now, usual_end))
+        holdings.append(Holding(environment.slug, environment.cpus, environment.memory_mb, release))
+    return holdings
+
+
+def queue_ordered(now: datetime) -> list[QueueEntry]:
+    """The waiting sessions in the order admission takes them."""
+    return admission_policy().order(queue_entries(), now)
+
+
+def session_queue_estimate(session: Session) -> tuple[int, float | None] | None:
+    """A queued session's place (1: next) and its estimated wait in seconds (None: cannot be
+    told); None when it is not waiting."""
+    if session.state != Session.State.QUEUED or session.admitted_at is not None:
+        return None
+    now = timezone.now()
+    policy = admission_policy()
+    typical = typical_durations()
+    entries = queue_entries(typical)
+    ordered = policy.order(entries, now)
+    keys = [entry.key for entry in ordered]
+    if str(session.pk) not in keys:
+        return None
+    limits = dict(Environment.objects.values_list("slug", "max_concurrent"))
+    waits = estimate_waits(
+        policy,
+        entries,
+        queue_holdings(now, typical),
+        settings.SESSION_POOL_CPUS,
+        settings.SESSION_POOL_MEMORY_MB,
+        limits,
+        now,
+    )
+    return keys.index(str(session.pk)) + 1, waits.get(str(session.pk))
 
 
 def session_active_for(user: AbstractBaseUser | AnonymousUser) -> Session | None:
@@ -76,10 +202,6 @@ def session_remaining_seconds(session: Session, now: datetime | None = None) -> 
 
 
 def session_queue_position(session: Session) -> int | None:
-    """1 for the next session to be admitted; None when not queued."""
-    if session.state != Session.State.QUEUED:
-        return None
-    ahead = Session.objects.filter(
-        state=Session.State.QUEUED, created_at__lt=session.created_at
-    ).count()
-    return ahead + 1
+    """1 for the next session to be admitted; None when not waiting."""
+    estimate = session_queue_estimate(session)
+    return estimate[0] if estimate else None

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.options import OptionError, OptionValue, parse_option_value
-from sessions_app.selectors import session_queue_position, session_remaining_seconds
+from sessions_app.selectors import session_queue_estimate, session_remaining_seconds
 
 # A waiting request holds a web worker thread; half a minute keeps that bounded.
 MAX_WAIT_SECONDS = 30
@@ -79,6 +79,10 @@ class SessionSerializer(serializers.ModelSerializer[Session]):
     options = OptionsField(read_only=True)
     remaining_seconds = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField()
+    queue_wait_seconds = serializers.SerializerMethodField(
+        help_text="Estimated wait of a queued session, if every session ran to its time limit "
+        "and nobody else launched; null when it cannot be told."
+    )
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -93,6 +97,7 @@ class SessionSerializer(serializers.ModelSerializer[Session]):
             "expires_at",
             "remaining_seconds",
             "queue_position",
+            "queue_wait_seconds",
             "url",
             "message",
             "reason",
@@ -104,7 +109,21 @@ class SessionSerializer(serializers.ModelSerializer[Session]):
         return session_remaining_seconds(session)
 
     def get_queue_position(self, session: Session) -> int | None:
-        return session_queue_position(session)
+        estimate = self._estimate(session)
+        return estimate[0] if estimate else None
+
+    def get_queue_wait_seconds(self, session: Session) -> int | None:
+        estimate = self._estimate(session)
+        return round(estimate[1]) if estimate and estimate[1] is not None else None
+
+    def _estimate(self, session: Session) -> tuple[int, float | None] | None:
+        # Both fields come from one estimate (it replays the queue).
+        cache: dict[Any, tuple[int, float | None] | None] = self.__dict__.setdefault(
+            "_queue_estimates", {}
+        )
+        if session.pk not in cache:
+            cache[session.pk] = session_queue_estimate(session)
+        return cache[session.pk]
 
     def get_url(self, session: Session) -> str | None:
         # The row keeps the last URL while the server stops; only a running server answers.

@@ -19,9 +19,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from sessions_app.admission import AdmissionPolicy, capacity_free, too_large
 from sessions_app.models import Environment, Session
 from sessions_app.options import OptionError, validate_options
-from sessions_app.selectors import session_active_for
+from sessions_app.selectors import (
+    admission_policy,
+    environment_allowed_for,
+    queue_entries,
+    queue_holdings,
+    session_active_for,
+)
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest
 from storage_app.layout import SessionFolders, session_folders_prepare
@@ -68,6 +75,14 @@ def _enqueue(task_name: str, session_id: str, eta: datetime | None = None) -> No
 
     task = getattr(tasks, task_name)
     transaction.on_commit(lambda: task.apply_async(args=[session_id], eta=eta))
+
+
+def _admit_soon() -> None:
+    """Ask for an admission pass once this transaction commits (a launch queued a session, or
+    a session let go of its resources)."""
+    from sessions_app import tasks
+
+    transaction.on_commit(lambda: tasks.admit_sessions.apply_async())
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,19 @@ def _launch_new(
             f"There is no environment {environment_slug!r} that you can launch.",
             "unknown_environment",
         )
+    if not environment_allowed_for(environment, user):
+        raise LaunchError(
+            f"There is no environment {environment_slug!r} that you can launch.",
+            "unknown_environment",
+        )
+    if environment.cpus > settings.SESSION_POOL_CPUS or (
+        environment.memory_mb > settings.SESSION_POOL_MEMORY_MB
+    ):
+        raise LaunchError(
+            f"{environment.name} needs more than this service can ever give one session "
+            f"({environment.cpus} CPUs, {environment.memory_gb} GB); please tell the staff.",
+            "environment_too_large",
+        )
     if options is not None and not isinstance(options, dict):
         raise LaunchError("Options must be an object of name: value.", "invalid_options")
     try:
@@ -151,7 +179,7 @@ def _launch_new(
             # Launching is what keeps the private storage (service rule 7): counted here, in
             # the launch's transaction, so a queued session protects it as a running one does.
             storage_session_started(user, session.created_at)
-            _enqueue("spawn_session", str(session.id))
+            _admit_soon()
     except IntegrityError:
         # A concurrent launch by the same user won the "one active session" constraint.
         existing = session_active_for(user)
@@ -186,14 +214,22 @@ def _spawn_request(session: Session, folders: SessionFolders) -> SpawnRequest:
     )
 
 
+_ENDED = (State.STOPPED, State.EXPIRED, State.FAILED)
+
+
 def _transition(session_id: str, from_states: list[str], to_state: str, **fields: Any) -> bool:
-    """Move a session to ``to_state`` if it is in one of ``from_states``; False if it was not."""
+    """Move a session to ``to_state`` if it is in one of ``from_states``; False if it was not.
+
+    A session that ends lets go of its share of the pool: an admission pass follows."""
     fields.setdefault("updated_at", timezone.now())
-    return bool(
+    moved = bool(
         Session.objects.filter(pk=session_id, state__in=from_states).update(
             state=to_state, **fields
         )
     )
+    if moved and to_state in _ENDED:
+        _admit_soon()
+    return moved
 
 
 def _fail_start(session_id: str, reason: str, message: str) -> None:
@@ -213,11 +249,15 @@ def _fail_start(session_id: str, reason: str, message: str) -> None:
 def session_spawn(session_id: str) -> None:
     """Bring a queued session's server up and mark it running once it answers.
 
-    Safe to run twice: only the call that moves the row from queued to starting does anything.
+    Safe to run twice: only the call that moves the row from queued to starting does anything,
+    and only once admission gave it room (``admitted_at``).
     """
-    if not _transition(
-        session_id, [State.QUEUED], State.STARTING, message="Starting your Jupyter server."
-    ):
+    claimed = Session.objects.filter(
+        pk=session_id, state=State.QUEUED, admitted_at__isnull=False
+    ).update(
+        state=State.STARTING, message="Starting your Jupyter server.", updated_at=timezone.now()
+    )
+    if not claimed:
         return
     session = Session.objects.select_related("environment", "user").get(pk=session_id)
     if suspension_active_for(session.user) is not None:
@@ -405,10 +445,10 @@ def sessions_expire_overdue() -> int:
     expired = sum(session_request_stop(str(pk), Reason.TIME_LIMIT) for pk in overdue)
     stale = now - timedelta(seconds=settings.SESSION_SWEEP_SECONDS)
     with transaction.atomic():
-        for pk in Session.objects.filter(state=State.QUEUED, updated_at__lt=stale).values_list(
-            "pk", flat=True
-        )[:SWEEP_BATCH]:
-            _enqueue("spawn_session", str(pk))
+        for pk in Session.objects.filter(
+            state=State.QUEUED, admitted_at__lt=stale, updated_at__lt=stale
+        ).values_list("pk", flat=True)[:SWEEP_BATCH]:
+            _enqueue("spawn_session", str(pk))  # admitted, but its spawn task was lost
         for pk in Session.objects.filter(state=State.STOPPING, updated_at__lt=stale).values_list(
             "pk", flat=True
         )[:SWEEP_BATCH]:
@@ -501,3 +541,46 @@ def sessions_reconcile() -> dict[str, int]:
                 continue
             orphans += 1
     return {"died": died, "expired": expired, "stuck": stuck, "orphans": orphans}
+
+
+def sessions_admit() -> int:
+    """Admit the queued sessions that fit, in the policy's order; returns how many.
+
+    Safe with several workers at once: one transaction holds every environment row (``FOR NO
+    KEY UPDATE``, which launches' foreign-key checks do not wait for) while it reads what is
+    held and marks what it admits, so two passes never hand out the same room twice. A
+    session admitted here starts in the spawn task, enqueued when this commits.
+    """
+    now = timezone.now()
+    policy: AdmissionPolicy = admission_policy()
+    with transaction.atomic():
+        limits = {
+            slug: limit
+            for slug, limit in Environment.objects.select_for_update(no_key=True)
+            .order_by("pk")
+            .values_list("slug", "max_concurrent")
+        }
+        capacity = capacity_free(
+            settings.SESSION_POOL_CPUS, settings.SESSION_POOL_MEMORY_MB, limits, queue_holdings(now)
+        )
+        waiting = queue_entries()
+        for entry in waiting:
+            if too_large(entry, settings.SESSION_POOL_CPUS, settings.SESSION_POOL_MEMORY_MB):
+                # The pool shrank below what it needs since it was queued: it can never start.
+                _transition(
+                    entry.key,
+                    [State.QUEUED],
+                    State.FAILED,
+                    reason=Reason.BACKEND_ERROR,
+                    message="This environment now needs more than the service can give one "
+                    "session; please choose another or tell the staff.",
+                    ended_at=now,
+                )
+        admitted = 0
+        for entry in policy.select(waiting, capacity, now):
+            if Session.objects.filter(
+                pk=entry.key, state=State.QUEUED, admitted_at__isnull=True
+            ).update(admitted_at=now, message="Starting soon.", updated_at=now):
+                _enqueue("spawn_session", entry.key)
+                admitted += 1
+    return admitted

@@ -23,6 +23,11 @@ def expire_session(session_id: str) -> None:
 
 
 @shared_task(ignore_result=True)
+def admit_sessions() -> int:
+    return services.sessions_admit()
+
+
+@shared_task(ignore_result=True)
 def sweep_expire_overdue() -> int:
     return services.sessions_expire_overdue()
 

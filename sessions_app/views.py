@@ -18,12 +18,13 @@ from accounts_app.access import public_view
 from accounts_app.policy import access_refusal
 from accounts_app.second_factor import second_factor_passed
 from portal.client_ip import client_ip
+from sessions_app.admission import round_up_minutes
 from sessions_app.forms import LaunchForm, environment_choices
 from sessions_app.models import Session
 from sessions_app.selectors import (
     environments_launchable,
     session_active_for,
-    session_queue_position,
+    session_queue_estimate,
     session_remaining_seconds,
     session_routable_for,
     sessions_for_user,
@@ -60,7 +61,7 @@ def _launcher_page(
     error: str = "",
     status: int = 200,
 ) -> HttpResponse:
-    environments = list(environments_launchable())
+    environments = list(environments_launchable(request.user))
     posted = request.POST if request.method == "POST" else None
     selected = posted.get("environment", "") if posted else ""
     if not selected and environments:
@@ -134,13 +135,15 @@ def _format_duration(seconds: int) -> str:
 
 def _status(session: Session) -> dict[str, Any]:
     remaining = session_remaining_seconds(session)
+    estimate = session_queue_estimate(session)
     return {
         "id": str(session.id),
         "state": session.state,
         "state_label": session.get_state_display(),
         "active": session.is_active,
         "message": session.message,
-        "queue_position": session_queue_position(session),
+        "queue_position": estimate[0] if estimate else None,
+        "queue_wait_minutes": round_up_minutes(estimate[1]) if estimate else None,
         "remaining_seconds": remaining,
         "expires_at": session.expires_at.isoformat() if session.expires_at else None,
         "url": session.open_url,

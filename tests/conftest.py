@@ -28,6 +28,14 @@ PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture(autouse=True)
+def _roomy_pool(settings: Any) -> None:
+    """A pool no test fills unless it means to (the queue's own tests set a small one): the
+    default is a share of the machine that runs the tests."""
+    settings.SESSION_POOL_CPUS = 10_000
+    settings.SESSION_POOL_MEMORY_MB = 10**8
+
+
+@pytest.fixture(autouse=True)
 def _isolated_storage(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Homes and spawner runtime files of one test never meet another's (or a developer's).
     root = tmp_path_factory.mktemp("portal")

@@ -65,19 +65,20 @@ def test_launch_creates_a_queued_session_and_answers_201(
     assert body["reason"] == ""
 
 
-def test_launch_enqueues_the_spawn_task_once_committed(
+def test_launch_asks_for_an_admission_pass_once_committed(
     api: APIClient, environment: Environment, django_capture_on_commit_callbacks: Any
 ) -> None:
     # given: the broker is not part of this test; the worker path is covered by the
     # integration tests, so only the hand-over to Celery is replaced here.
-    with mock.patch("sessions_app.tasks.spawn_session.apply_async") as apply_async:
+    with mock.patch("sessions_app.tasks.admit_sessions.apply_async") as apply_async:
         # when
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
             response = api.post(URL, {"environment": "ecmwf-dss"}, format="json")
-    # then
+    # then: the session waits for admission, which starts its spawn (tests/sessions_app/
+    # test_admission.py)
     assert response.status_code == 201
     assert len(callbacks) == 1
-    apply_async.assert_called_once_with(args=[response.json()["id"]], eta=None)
+    apply_async.assert_called_once_with()
 
 
 def test_launch_stores_the_options_typed_with_defaults_filled_in(

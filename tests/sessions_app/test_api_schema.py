@@ -60,7 +60,8 @@ def test_schema_documents_the_session_fields(schema: dict[str, Any]) -> None:
 
     assert set(session["properties"]) == {
         "id", "state", "environment", "options", "created_at", "started_at", "expires_at",
-        "remaining_seconds", "queue_position", "url", "message", "reason", "library_status",
+        "remaining_seconds", "queue_position", "queue_wait_seconds", "url", "message", "reason",
+        "library_status",
     }  # fmt: skip
 
 

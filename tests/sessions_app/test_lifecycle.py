@@ -20,6 +20,7 @@ from sessions_app.services import (
     session_launch,
     session_request_stop,
     session_spawn,
+    sessions_admit,
     sessions_expire_overdue,
     sessions_reconcile,
 )
@@ -173,6 +174,7 @@ def test_a_server_that_goes_down_because_of_a_stop_does_not_fail_the_session(
 ) -> None:
     # Given a spawn in progress (run here in a thread, no worker) whose server is starting
     session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session
+    assert sessions_admit() == 1
     spawn = threading.Thread(target=_spawn_and_close, args=(str(session.pk),))
     spawn.start()
     session = wait_for(session.pk, lambda s: bool(s.spawner_state), timeout=30)

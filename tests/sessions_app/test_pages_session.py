@@ -162,6 +162,7 @@ def test_status_reports_state_and_remaining_seconds_of_running_session(
         "active": True,
         "message": "",
         "queue_position": None,
+        "queue_wait_minutes": None,
         "remaining_seconds": 5 * 3600 - 600,
         "expires_at": "2026-03-01T17:00:00+00:00",
         "url": JUPYTER_URL,

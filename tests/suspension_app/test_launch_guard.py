@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from sessions_app.models import Environment, Session
-from sessions_app.services import LaunchError, session_launch, session_spawn
+from sessions_app.services import LaunchError, session_launch, session_spawn, sessions_admit
 from suspension_app.models import Suspension
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +35,7 @@ def test_a_session_queued_before_the_suspension_never_starts(
     accepted: User, staff: User, environment: Environment
 ) -> None:
     result = session_launch(user=accepted, environment_slug="ecmwf-dss", options={})
+    assert sessions_admit() == 1
     _suspend(accepted, staff)
 
     session_spawn(str(result.session.id))

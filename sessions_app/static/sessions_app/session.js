@@ -23,6 +23,7 @@
   var warning = document.getElementById("time-warning");
   var message = document.getElementById("session-message");
   var queuePosition = document.getElementById("queue-position-number");
+  var queueWait = document.getElementById("queue-wait-minutes");
 
   var deadline = null; // performance.now() at which no time is left
   var lastPoll = 0;
@@ -70,6 +71,11 @@
     }
     if (queuePosition && status.queue_position !== null) {
       queuePosition.textContent = String(status.queue_position);
+    }
+    if (queueWait) {
+      var minutes = status.queue_wait_minutes;
+      queueWait.textContent =
+        minutes === null ? "not known yet" : "about " + minutes + (minutes === 1 ? " minute" : " minutes");
     }
   }
 

@@ -5,6 +5,7 @@ from django.urls import path
 from accounts_app import api as accounts_api
 from portal.api_schema import SchemaView
 from sessions_app import api as sessions_api
+from sessions_app import api_admin as sessions_admin_api
 from storage_app import api as storage_api
 from suspension_app import api as suspension_api
 from terms_app import api as terms_api
@@ -29,5 +30,16 @@ urlpatterns = [
         "admin/suspensions/<int:pk>/lift/",
         suspension_api.SuspensionLiftView.as_view(),
         name="api-admin-suspension-lift",
+    ),
+    path("admin/queue/", sessions_admin_api.QueueListView.as_view(), name="api-admin-queue"),
+    path(
+        "admin/queue/<uuid:session_id>/",
+        sessions_admin_api.QueueEntryView.as_view(),
+        name="api-admin-queue-entry",
+    ),
+    path(
+        "admin/queue/<uuid:session_id>/move/",
+        sessions_admin_api.QueueMoveView.as_view(),
+        name="api-admin-queue-move",
     ),
 ]

@@ -6,6 +6,7 @@ system (a real worker and beat, no broker server), the local spawner and local a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable
@@ -282,6 +283,20 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": SESSION_SWEEP_SECONDS * 2},
     },
 }
+
+# --- Metrics ------------------------------------------------------------------------------------
+
+# /metrics (portal/metrics.py) answers requests from these addresses or networks (the socket's
+# peer, never X-Forwarded-For), and staff's portal tokens from anywhere. Never list a reverse
+# proxy's address here: every request it forwards would come from it.
+METRICS_ALLOWED_ADDRESSES = env_list("METRICS_ALLOWED_ADDRESSES", ["127.0.0.1", "::1"])
+for _entry in METRICS_ALLOWED_ADDRESSES:
+    try:
+        ipaddress.ip_network(_entry)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_ADDRESSES: {exc}") from None
+# The histograms and the counts of ended sessions cover sessions of this many past hours.
+METRICS_WINDOW_HOURS = env_int("METRICS_WINDOW_HOURS", 24, minimum=1)
 
 # --- Sessions and spawners ----------------------------------------------------------------------
 

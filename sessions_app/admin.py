@@ -1,11 +1,25 @@
+"""Staff run environments and sessions here, and watch the queue: its own page lists the
+waiting sessions in admission order, where staff move one up or down (its boost) or remove it
+(through ``queue_move`` and ``queue_remove``)."""
+
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from typing import Any
+from uuid import UUID
 
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+
+from sessions_app.admission import round_up_minutes
 from sessions_app.models import Environment, EnvironmentOption, Session
-from sessions_app.services import session_request_stop
+from sessions_app.selectors import queue_overview
+from sessions_app.services import QueueError, queue_move, queue_remove, session_request_stop
 
 
 class EnvironmentOptionInline(admin.TabularInline):
@@ -87,3 +101,109 @@ class SessionAdmin(admin.ModelAdmin):
             for pk in queryset.values_list("pk", flat=True)
         )
         self.message_user(request, f"Asked {stopped} session(s) to stop.", level=messages.SUCCESS)
+
+    def get_urls(self) -> list[URLPattern]:
+        queue = [
+            path(
+                "queue/",
+                self.admin_site.admin_view(self.queue_view),
+                name="sessions_app_session_queue",
+            ),
+            path(
+                "queue/<uuid:session_id>/move/",
+                self.admin_site.admin_view(self.queue_move_view),
+                name="sessions_app_session_queue_move",
+            ),
+            path(
+                "queue/<uuid:session_id>/remove/",
+                self.admin_site.admin_view(self.queue_remove_view),
+                name="sessions_app_session_queue_remove",
+            ),
+        ]
+        # Before the defaults: their "<path:object_id>/" catch-all would take them otherwise.
+        return [*queue, *super().get_urls()]
+
+    def _queue_url(self) -> str:
+        return reverse("admin:sessions_app_session_queue", current_app=self.admin_site.name)
+
+    def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.opts,
+            "queue_url": self._queue_url(),
+            **extra,
+        }
+
+    def queue_view(self, request: HttpRequest) -> HttpResponse:
+        """The waiting sessions in the order admission takes them."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        rows = [
+            {"place": place, "estimated_minutes": round_up_minutes(place.estimated_wait_seconds)}
+            for place in queue_overview(now)
+        ]
+        context = self._context(
+            request,
+            "Queue",
+            rows=rows,
+            now=now,
+            can_change=self.has_change_permission(request),
+            pool_cpus=settings.SESSION_POOL_CPUS,
+            pool_memory_gb=round(settings.SESSION_POOL_MEMORY_MB / 1024, 1),
+            aging_minutes=settings.QUEUE_AGING_MINUTES,
+        )
+        return TemplateResponse(request, "admin/sessions_app/session/queue.html", context)
+
+    def queue_move_view(self, request: HttpRequest, session_id: UUID) -> HttpResponse:
+        """Move one waiting session: ``steps`` 1 (up) or -1 (down)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        try:
+            steps = int(request.POST.get("steps", ""))
+            session = queue_move(str(session_id), steps, by=request.user)  # type: ignore[arg-type]
+        except ValueError:
+            self.message_user(request, "Say how many steps to move it.", messages.ERROR)
+        except QueueError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            direction = "up" if steps > 0 else "down"
+            self.message_user(
+                request,
+                f"Moved {session.user}'s session {direction} (boost {session.queue_boost:+d}).",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(self._queue_url())
+
+    def queue_remove_view(self, request: HttpRequest, session_id: UUID) -> HttpResponse:
+        """Remove one waiting session, after a confirmation page."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            try:
+                session = queue_remove(str(session_id), by=request.user)  # type: ignore[arg-type]
+            except QueueError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(
+                    request,
+                    f"Removed {session.user}'s session from the queue.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(self._queue_url())
+        waiting = (
+            Session.objects.select_related("user", "environment")
+            .filter(pk=session_id, state=Session.State.QUEUED, admitted_at__isnull=True)
+            .first()
+        )
+        if waiting is None:
+            self.message_user(
+                request, f"Session {session_id} is not waiting in the queue.", messages.WARNING
+            )
+            return HttpResponseRedirect(self._queue_url())
+        context = self._context(request, "Remove from the queue", session=waiting)
+        return TemplateResponse(request, "admin/sessions_app/session/queue_remove.html", context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -205,3 +206,57 @@ def session_queue_position(session: Session) -> int | None:
     """1 for the next session to be admitted; None when not waiting."""
     estimate = session_queue_estimate(session)
     return estimate[0] if estimate else None
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """One waiting session as staff see it: where it stands and why."""
+
+    session: Session
+    position: int  # 1: next
+    waited_seconds: float
+    effective_priority: float
+    estimated_wait_seconds: float | None  # None: cannot be told
+
+
+def queue_overview(now: datetime | None = None) -> list[QueuePlace]:
+    """The waiting sessions in admission order, with their place, wait so far, effective
+    priority and estimated wait (the same estimate the owner sees on the session page)."""
+    now = now or timezone.now()
+    policy = admission_policy()
+    typical = typical_durations()
+    entries = queue_entries(typical)
+    ordered = policy.order(entries, now)
+    limits = dict(Environment.objects.values_list("slug", "max_concurrent"))
+    waits = estimate_waits(
+        policy,
+        entries,
+        queue_holdings(now, typical),
+        settings.SESSION_POOL_CPUS,
+        settings.SESSION_POOL_MEMORY_MB,
+        limits,
+        now,
+    )
+    sessions = {
+        str(session.pk): session
+        for session in Session.objects.select_related("user", "environment").filter(
+            pk__in=[entry.key for entry in ordered],
+            state=Session.State.QUEUED,
+            admitted_at__isnull=True,
+        )
+    }
+    places: list[QueuePlace] = []
+    for entry in ordered:
+        session = sessions.get(entry.key)
+        if session is None:
+            continue  # admitted or gone between the two reads
+        places.append(
+            QueuePlace(
+                session=session,
+                position=len(places) + 1,
+                waited_seconds=max(0.0, (now - entry.queued_at).total_seconds()),
+                effective_priority=policy.effective_priority(entry, now),
+                estimated_wait_seconds=waits.get(entry.key),
+            )
+        )
+    return places

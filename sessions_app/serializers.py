@@ -9,7 +9,12 @@ from rest_framework import serializers
 
 from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.options import OptionError, OptionValue, parse_option_value
-from sessions_app.selectors import session_queue_estimate, session_remaining_seconds
+from sessions_app.selectors import (
+    QueuePlace,
+    session_queue_estimate,
+    session_remaining_seconds,
+)
+from sessions_app.services import QUEUE_MOVE_MAX_STEPS
 
 # A waiting request holds a web worker thread; half a minute keeps that bounded.
 MAX_WAIT_SECONDS = 30
@@ -151,3 +156,48 @@ class LaunchSerializer(serializers.Serializer[Any]):
         allow_null=True,
         help_text="Option values by name; omitted options take their defaults.",
     )
+
+
+class QueuePlaceSerializer(serializers.Serializer[QueuePlace]):
+    """A waiting session as staff see it (``GET /api/v1/admin/queue/``)."""
+
+    id = serializers.UUIDField(source="session.pk", read_only=True)
+    user = serializers.CharField(source="session.user.get_username", read_only=True)
+    environment = serializers.CharField(source="session.environment.slug", read_only=True)
+    position = serializers.IntegerField(read_only=True, help_text="1: the next to be admitted.")
+    queued_at = serializers.DateTimeField(source="session.created_at", read_only=True)
+    waited_seconds = serializers.SerializerMethodField()
+    effective_priority = serializers.FloatField(
+        read_only=True,
+        help_text="The environment's priority + boost + one step per QUEUE_AGING_MINUTES "
+        "waited; the higher, the sooner.",
+    )
+    boost = serializers.IntegerField(
+        source="session.queue_boost", read_only=True, help_text="Staff's moves so far."
+    )
+    estimated_wait_seconds = serializers.SerializerMethodField(
+        help_text="Estimated wait from now, as the owner is told; null when it cannot be told."
+    )
+
+    def get_waited_seconds(self, place: QueuePlace) -> int:
+        return int(place.waited_seconds)
+
+    def get_estimated_wait_seconds(self, place: QueuePlace) -> int | None:
+        wait = place.estimated_wait_seconds
+        return None if wait is None else round(wait)
+
+
+class QueueMoveSerializer(serializers.Serializer[Any]):
+    """The body of ``POST /api/v1/admin/queue/<id>/move/``."""
+
+    steps = serializers.IntegerField(
+        min_value=-QUEUE_MOVE_MAX_STEPS,
+        max_value=QUEUE_MOVE_MAX_STEPS,
+        help_text="Priority steps to move the session forward (negative: back), not 0; each "
+        "step is worth QUEUE_AGING_MINUTES of waiting.",
+    )
+
+    def validate_steps(self, value: int) -> int:
+        if value == 0:
+            raise serializers.ValidationError("Give a number of steps other than 0.")
+        return value

@@ -203,6 +203,23 @@ def _admin_change(route: str, obj: Callable[[World], Any]) -> Callable[[World], 
     return lambda w: reverse(route, args=[obj(w).pk])
 
 
+def _queued_session(route: str) -> Callable[[World], str]:
+    """The route for a session waiting in the queue, of a user of its own: the actors' own
+    sessions are not the point (and the bystander already runs one for ``others``)."""
+
+    def build(world: World) -> str:
+        user = User.objects.create_user("queued-matrix")
+        session = Session.objects.create(
+            user=user,
+            environment=world.environment,
+            state=Session.State.QUEUED,
+            created_at=timezone.now(),
+        )
+        return reverse(route, args=[session.pk])
+
+    return build
+
+
 TOO_LONG_NAME = {"name": "x" * 101}  # an invalid body: refused by the form, nothing written
 LAUNCH = {"environment": "ecmwf-dss"}
 # Launching for real is not this test's business (no worker runs): callers allowed to launch
@@ -213,6 +230,10 @@ RULES: list[Rule] = [
     # --- Probes: anyone (the orchestrator), and they say nothing about anyone ------------------
     Rule("healthz", "GET", {a: OK for a in ACTORS}),
     Rule("readyz", "GET", {a: OK for a in ACTORS}),
+    # Metrics: the test client's address (127.0.0.1) is in the default METRICS_ALLOWED_ADDRESSES,
+    # so every actor reads them; from elsewhere only staff's portal tokens do, and a browser
+    # session counts for nothing (tests/portal/test_metrics.py). Never a redirect.
+    Rule("metrics", "GET", {a: OK for a in ACTORS}),
     # --- Sign-in, sign-out, the identity provider's round trip: public -------------------------
     Rule("login", "GET", {a: OK for a in ACTORS}),
     Rule("login-failed", "GET", {a: Expect(401) for a in ACTORS}),
@@ -390,6 +411,21 @@ RULES: list[Rule] = [
         url=lambda w: reverse("api-admin-suspension-lift", args=[w.suspension.pk]),
         data={},
     ),
+    # The queue: staff watch it, move a waiting session and remove it.
+    Rule("api-admin-queue", "GET", {**API_ADMIN_GUARD, STAFF: OK}),
+    Rule(
+        "api-admin-queue-move",
+        "POST",
+        {**API_ADMIN_GUARD, STAFF: OK},
+        url=_queued_session("api-admin-queue-move"),
+        data={"steps": 1},
+    ),
+    Rule(
+        "api-admin-queue-entry",
+        "DELETE",
+        {**API_ADMIN_GUARD, STAFF: NO_CONTENT},
+        url=_queued_session("api-admin-queue-entry"),
+    ),
     # --- The admin: these are requested; every other admin route follows ADMIN_PATTERN ---------
     Rule("admin:index", "GET", ADMIN),
     Rule(
@@ -426,6 +462,26 @@ RULES: list[Rule] = [
         "GET",
         ADMIN,
         url=_admin_change("admin:suspension_app_suspension_reinstate", lambda w: w.suspension),
+    ),
+    Rule("admin:sessions_app_session_queue", "GET", ADMIN),
+    Rule(
+        "admin:sessions_app_session_queue_move",
+        "POST",
+        {**ADMIN, STAFF: Expect(302, redirect="/admin/sessions_app/session/queue/")},
+        url=_queued_session("admin:sessions_app_session_queue_move"),
+        data={"steps": "1"},
+    ),
+    Rule(
+        "admin:sessions_app_session_queue_remove",
+        "GET",
+        ADMIN,
+        url=_queued_session("admin:sessions_app_session_queue_remove"),
+    ),
+    Rule(
+        "admin:sessions_app_session_queue_remove",
+        "POST",
+        {**ADMIN, STAFF: Expect(302, redirect="/admin/sessions_app/session/queue/")},
+        url=_queued_session("admin:sessions_app_session_queue_remove"),
     ),
 ]
 

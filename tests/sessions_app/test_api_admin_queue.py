@@ -5,23 +5,22 @@ only staff with the session permissions get in."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import time_machine
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from sessions_app.models import Environment, Session
 from sessions_app.selectors import admission_policy, queue_entries, session_queue_estimate
-from tests.conftest import _make_user, login_verified
+from tests.conftest import login_verified
+from tests.sessions_app.queue_world import NOW, _fast_passwords, _frozen, large, queue
+
+__all__ = ["_fast_passwords", "_frozen", "large", "queue"]  # fixtures, by name
 
 pytestmark = pytest.mark.django_db
 
-NOW = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 QUEUE = "/api/v1/admin/queue/"
 
 
@@ -31,58 +30,6 @@ def _entry_url(session: Session) -> str:
 
 def _move_url(session: Session) -> str:
     return f"{QUEUE}{session.pk}/move/"
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    # Each test makes half a dozen users: the production hasher would dominate the run.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def _frozen() -> Iterator[None]:
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
-def large(environment: Environment) -> Environment:
-    return Environment.objects.create(
-        slug="large",
-        name="Large",
-        use_case="Big jobs",
-        memory_mb=8192,
-        cpus=4,
-        max_duration_minutes=60,
-        priority=0,
-    )
-
-
-def _session(name: str, environment: Environment, state: str, since: timedelta) -> Session:
-    running = state == Session.State.RUNNING
-    return Session.objects.create(
-        user=_make_user(name),
-        environment=environment,
-        state=state,
-        created_at=NOW - since,
-        started_at=NOW - since if running else None,
-        expires_at=NOW - since + environment.max_duration if running else None,
-    )
-
-
-@pytest.fixture
-def queue(settings: Any, environment: Environment, large: Environment) -> dict[str, Session]:
-    """A full pool (two running sessions of 2 CPUs in 4) and three waiting: ``big`` (large,
-    priority 0) waits longest, ``ann`` and ``ben`` (the default, priority 10) came later."""
-    settings.SESSION_POOL_CPUS = 4
-    settings.SESSION_POOL_MEMORY_MB = 16384
-    for name, since in (("run1", timedelta(minutes=290)), ("run2", timedelta(minutes=200))):
-        _session(name, environment, Session.State.RUNNING, since)
-    return {
-        "big": _session("big", large, Session.State.QUEUED, timedelta(minutes=20)),
-        "ann": _session("ann", environment, Session.State.QUEUED, timedelta(minutes=5)),
-        "ben": _session("ben", environment, Session.State.QUEUED, timedelta(minutes=3)),
-    }
 
 
 @pytest.fixture

@@ -5,12 +5,9 @@ buttons; the services behind it refuse what they must."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import time_machine
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client
@@ -18,24 +15,14 @@ from django.test import Client
 from sessions_app.models import Environment, Session
 from sessions_app.selectors import admission_policy, queue_entries
 from sessions_app.services import QueueError, queue_move, queue_remove
-from tests.conftest import _make_user, login_verified
+from tests.conftest import login_verified
+from tests.sessions_app.queue_world import NOW, _fast_passwords, _frozen, large, queue
+
+__all__ = ["_fast_passwords", "_frozen", "large", "queue"]  # fixtures, by name
 
 pytestmark = pytest.mark.django_db
 
-NOW = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 QUEUE = "/admin/sessions_app/session/queue/"
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    # Each test makes half a dozen users: the production hasher would dominate the run.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def _frozen() -> Iterator[None]:
-    with time_machine.travel(NOW, tick=False):
-        yield
 
 
 @pytest.fixture
@@ -43,46 +30,6 @@ def admin_client(staff: User) -> Client:
     client = Client()
     login_verified(client, staff)
     return client
-
-
-@pytest.fixture
-def large(environment: Environment) -> Environment:
-    return Environment.objects.create(
-        slug="large",
-        name="Large",
-        use_case="Big jobs",
-        memory_mb=8192,
-        cpus=4,
-        max_duration_minutes=60,
-        priority=0,
-    )
-
-
-def _session(name: str, environment: Environment, state: str, since: timedelta) -> Session:
-    running = state == Session.State.RUNNING
-    return Session.objects.create(
-        user=_make_user(name),
-        environment=environment,
-        state=state,
-        created_at=NOW - since,
-        started_at=NOW - since if running else None,
-        expires_at=NOW - since + environment.max_duration if running else None,
-    )
-
-
-@pytest.fixture
-def queue(settings: Any, environment: Environment, large: Environment) -> dict[str, Session]:
-    """A full pool (two running sessions of 2 CPUs in 4) and three waiting: ``big`` (large,
-    priority 0) waits longest, ``ann`` and ``ben`` (the default, priority 10) came later."""
-    settings.SESSION_POOL_CPUS = 4
-    settings.SESSION_POOL_MEMORY_MB = 16384
-    for name, since in (("run1", timedelta(minutes=290)), ("run2", timedelta(minutes=200))):
-        _session(name, environment, Session.State.RUNNING, since)
-    return {
-        "big": _session("big", large, Session.State.QUEUED, timedelta(minutes=20)),
-        "ann": _session("ann", environment, Session.State.QUEUED, timedelta(minutes=5)),
-        "ben": _session("ben", environment, Session.State.QUEUED, timedelta(minutes=3)),
-    }
 
 
 def _rows(page: str) -> list[str]:

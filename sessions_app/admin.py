@@ -1,9 +1,11 @@
 """Staff run environments and sessions here, and watch the queue: its own page lists the
 waiting sessions in admission order, where staff move one up or down (its boost) or remove it
-(through ``queue_move`` and ``queue_remove``)."""
+(through ``queue_move`` and ``queue_remove``). The usage page shows the figures of
+``sessions_app.usage`` as charts and tables, and exports them as CSV."""
 
 from __future__ import annotations
 
+import csv
 from typing import Any
 from uuid import UUID
 
@@ -17,9 +19,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from sessions_app.admission import round_up_minutes
+from sessions_app.charts import stacked_bar_chart
 from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.selectors import queue_overview
 from sessions_app.services import QueueError, queue_move, queue_remove, session_request_stop
+from sessions_app.usage import DEFAULT_DAYS, usage_range, usage_report
 
 
 class EnvironmentOptionInline(admin.TabularInline):
@@ -119,6 +123,11 @@ class SessionAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.queue_remove_view),
                 name="sessions_app_session_queue_remove",
             ),
+            path(
+                "usage/",
+                self.admin_site.admin_view(self.usage_view),
+                name="sessions_app_session_usage",
+            ),
         ]
         # Before the defaults: their "<path:object_id>/" catch-all would take them otherwise.
         return [*queue, *super().get_urls()]
@@ -207,3 +216,54 @@ class SessionAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(self._queue_url())
         context = self._context(request, "Remove from the queue", session=waiting)
         return TemplateResponse(request, "admin/sessions_app/session/queue_remove.html", context)
+
+    def usage_view(self, request: HttpRequest) -> HttpResponse:
+        """Usage over the last ``days`` UTC days (default 30) as charts and tables; with
+        ``?format=csv`` the per-day, per-environment table as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = int(request.GET.get("days", DEFAULT_DAYS))
+        except ValueError:
+            days = DEFAULT_DAYS
+        report = usage_report(usage_range(timezone.now(), days))
+        span = report.range
+        if request.GET.get("format") == "csv":
+            response = HttpResponse(content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = (
+                f'attachment; filename="usage-{span.first:%Y%m%d}-{span.last:%Y%m%d}.csv"'
+            )
+            writer = csv.writer(response)
+            writer.writerow(
+                ["date", "environment", "sessions_started", "cpu_hours", "memory_gb_hours"]
+            )
+            for row in report.rows:
+                writer.writerow(
+                    [
+                        row.day.isoformat(),
+                        row.environment,
+                        row.sessions_started,
+                        f"{row.cpu_hours:.2f}",
+                        f"{row.memory_gb_hours:.2f}",
+                    ]
+                )
+            return response
+        labels = [f"{day:%d %b}" for day in span.days]
+        context = self._context(
+            request,
+            "Usage",
+            report=report,
+            days=len(span.days),
+            sessions_chart=stacked_bar_chart(
+                labels, report.series("sessions_started"), "Sessions started per day", "sessions"
+            ),
+            cpu_chart=stacked_bar_chart(
+                labels, report.series("cpu_hours"), "CPU-hours per day", "CPU-hours"
+            ),
+            memory_chart=stacked_bar_chart(
+                labels, report.series("memory_gb_hours"), "Memory-GB-hours per day", "GB-hours"
+            ),
+            busy_rows=[row for row in report.rows if row.sessions_started or row.cpu_hours],
+            usage_url=reverse("admin:sessions_app_session_usage", current_app=self.admin_site.name),
+        )
+        return TemplateResponse(request, "admin/sessions_app/session/usage.html", context)

@@ -11,5 +11,6 @@ urlpatterns = [
     path("session/", views.session_page, name="session"),
     path("session/status/", views.session_status, name="session-status"),
     path("session/stop/", views.session_stop, name="session-stop"),
+    path("usage/", views.usage_page, name="usage"),
     path("auth/session/<uuid:session_id>/", views.session_route_auth, name="session-route-auth"),
 ]

@@ -76,6 +76,14 @@ class WaitRow:
     median_seconds: float
     p95_seconds: float
 
+    @property
+    def median_minutes(self) -> float:
+        return self.median_seconds / 60
+
+    @property
+    def p95_minutes(self) -> float:
+        return self.p95_seconds / 60
+
 
 @dataclass(frozen=True)
 class UserHours:
@@ -162,9 +170,9 @@ def _uses(sessions: Iterable[tuple[Any, ...]], span: UsageRange) -> Iterable[_Us
 def _overlapping(
     span: UsageRange, user: AbstractBaseUser | None = None
 ) -> Iterable[tuple[Any, ...]]:
-    sessions = Session.objects.filter(
-        started_at__isnull=False, started_at__lt=span.end
-    ).filter(Q(ended_at__isnull=True) | Q(ended_at__gt=span.start))
+    sessions = Session.objects.filter(started_at__isnull=False, started_at__lt=span.end).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gt=span.start)
+    )
     if user is not None:
         sessions = sessions.filter(user_id=user.pk)
     return sessions.values_list(
@@ -216,6 +224,7 @@ def _waits(span: UsageRange, slugs: dict[int, str]) -> list[WaitRow]:
         admitted_at__gte=span.start, admitted_at__lt=span.end
     ).values_list("environment_id", "created_at", "admitted_at")
     for env_id, created, admitted_at in admitted.iterator():
+        assert admitted_at is not None  # the filter above
         waited[env_id].append(max(0.0, (admitted_at - created).total_seconds()))
     return [
         WaitRow(slugs[env_id], len(values), percentile(values, 50), percentile(values, 95))
@@ -241,7 +250,9 @@ def storage_totals() -> StorageTotals:
     totals = StorageAccount.objects.aggregate(
         private=Sum("private_bytes"),
         scratch=Sum("scratch_bytes"),
-        measured=Count("id", filter=Q(private_bytes__isnull=False) | Q(scratch_bytes__isnull=False)),
+        measured=Count(
+            "id", filter=Q(private_bytes__isnull=False) | Q(scratch_bytes__isnull=False)
+        ),
     )
     return StorageTotals(
         accounts_measured=totals["measured"] or 0,

@@ -1,4 +1,5 @@
-"""Web pages of the sessions: the launcher, the session page, its status JSON and stop."""
+"""Web pages of the sessions: the launcher, the session page, its status JSON, stop, and the
+user's own usage."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -19,6 +21,7 @@ from accounts_app.policy import access_refusal
 from accounts_app.second_factor import second_factor_passed
 from portal.client_ip import client_ip
 from sessions_app.admission import round_up_minutes
+from sessions_app.charts import stacked_bar_chart
 from sessions_app.forms import LaunchForm, environment_choices
 from sessions_app.models import Session
 from sessions_app.selectors import (
@@ -35,7 +38,8 @@ from sessions_app.services import (
     session_launch,
     session_request_stop,
 )
-from storage_app.selectors import storage_warnings_for
+from sessions_app.usage import usage_range, user_usage
+from storage_app.selectors import storage_overview, storage_warnings_for
 from terms_app.models import TermsVersion
 from terms_app.rendering import render_terms_markdown
 from terms_app.selectors import terms_current, terms_has_accepted
@@ -205,6 +209,27 @@ def session_stop(request: HttpRequest) -> HttpResponse:
     else:
         messages.info(request, "Your session is already stopping.")
     return redirect("session")
+
+
+@login_required
+@require_GET
+def usage_page(request: HttpRequest) -> HttpResponse:
+    """The user's own sessions and CPU-hours per day over the last 30 days, and their storage."""
+    user = _user(request)
+    span = usage_range(timezone.now())
+    days = user_usage(user, span)
+    labels = [f"{row.day:%d %b}" for row in days]
+    context = {
+        "range": span,
+        "days": [row for row in days if row.sessions_started or row.cpu_hours],
+        "total_sessions": sum(row.sessions_started for row in days),
+        "total_cpu_hours": sum(row.cpu_hours for row in days),
+        "cpu_chart": stacked_bar_chart(
+            labels, {"CPU-hours": [row.cpu_hours for row in days]}, "Your CPU-hours per day"
+        ),
+        "storage": storage_overview(user),
+    }
+    return render(request, "sessions/usage.html", context)
 
 
 @public_view  # it answers 401 and 403 itself: the ingress controller wants no redirect

@@ -348,6 +348,8 @@ RULES: list[Rule] = [
     Rule("terms", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     # Storage: one's own usage and cleanup history (reading needs no terms acceptance).
     Rule("storage", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    # One's own sessions and CPU-hours per day (reading needs no terms acceptance).
+    Rule("usage", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     # --- REST API v1 ----------------------------------------------------------------------------
     # "Every endpoint applies the same policy as the web pages", the OpenAPI document included.
     Rule("api-schema", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
@@ -464,6 +466,7 @@ RULES: list[Rule] = [
         url=_admin_change("admin:suspension_app_suspension_reinstate", lambda w: w.suspension),
     ),
     Rule("admin:sessions_app_session_queue", "GET", ADMIN),
+    Rule("admin:sessions_app_session_usage", "GET", ADMIN),
     Rule(
         "admin:sessions_app_session_queue_move",
         "POST",

@@ -60,6 +60,30 @@ def _launch(api: APIClient) -> str:
     return str(response.json()["id"])
 
 
+def _plant_orphan(kube_server: FakeApiServer, like: str, orphan_id: str) -> str:
+    """A pod like the session pod ``like`` for a session the database knows nothing of (its
+    row was lost, or deleted by staff); returns its name."""
+    spawner = get_spawner()
+    assert isinstance(spawner, KubernetesSpawner)
+    template = kube_server.get("pods", NS, like)
+    assert template is not None
+    name = session_name("ghost", orphan_id)
+    labels = {**template["metadata"]["labels"], "jupyter-portal/session": label_value(orphan_id)}
+    spawner.core.create_namespaced_pod(
+        NS,
+        cast(
+            Any,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": labels},
+                "spec": template["spec"],
+            },
+        ),
+    )
+    return name
+
+
 def test_launch_runs_a_pod_reached_through_its_route_until_the_user_stops_it(
     flow: User,
     api: APIClient,
@@ -148,28 +172,9 @@ def test_a_vanished_pod_fails_the_session_and_an_orphan_pod_is_deleted(
     wait_for(session_id, in_state(Session.State.RUNNING), timeout=60)
     spawner = get_spawner()
     assert isinstance(spawner, KubernetesSpawner)
-    # A pod the database knows nothing of (its session row was lost, or deleted by staff).
-    orphan_id = "7d3f6c1e-0000-4000-8000-000000000001"
-    orphan = dict(kube_server.get("pods", NS, session_name(flow.username, session_id)) or {})
-    assert orphan
-    orphan_name = session_name("ghost", orphan_id)
-    spawner.core.create_namespaced_pod(
-        NS,
-        cast(
-            Any,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": orphan_name,
-                    "labels": {
-                        **orphan["metadata"]["labels"],
-                        "jupyter-portal/session": label_value(orphan_id),
-                    },
-                },
-                "spec": orphan["spec"],
-            },
-        ),
+    # A pod the database knows nothing of.
+    _plant_orphan(
+        kube_server, session_name(flow.username, session_id), "7d3f6c1e-0000-4000-8000-000000000001"
     )
     # And the session's own pod disappears (a node lost, a human with kubectl).
     spawner.core.delete_namespaced_pod(session_name(flow.username, session_id), NS)
@@ -214,28 +219,7 @@ def test_reconcile_goes_on_past_a_server_it_cannot_stop(
     name = session_name(flow.username, session_id)
     kubelet.fail(name, exit_code=1)
     # An orphan too, after it in the pass.
-    spawner = get_spawner()
-    assert isinstance(spawner, KubernetesSpawner)
-    orphan = dict(kube_server.get("pods", NS, name) or {})
-    orphan_name = session_name("ghost", "7d3f6c1e-0000-4000-8000-000000000002")
-    spawner.core.create_namespaced_pod(
-        NS,
-        cast(
-            Any,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": orphan_name,
-                    "labels": {
-                        **orphan["metadata"]["labels"],
-                        "jupyter-portal/session": "7d3f6c1e-0000-4000-8000-000000000002",
-                    },
-                },
-                "spec": orphan["spec"],
-            },
-        ),
-    )
+    orphan_name = _plant_orphan(kube_server, name, "7d3f6c1e-0000-4000-8000-000000000002")
     # The cluster refuses to remove the dead session's route (a broken webhook, say).
     kube_server.fail_next("DELETE", rf"/ingresses/{name}$", 403)
 

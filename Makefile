@@ -26,7 +26,28 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-run: $(BIN)/.runtime $(BIN)/.native
+# Multi-user isolation of local sessions (sessions_app/spawners/isolation.py): bubblewrap for
+# the sandbox, iptables for the packet filter on the sessions' uids. Only root can install
+# them, and only root needs them (without root the portal runs in single-user mode).
+/usr/bin/bwrap /usr/sbin/iptables:
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap iptables; \
+	else echo "not root: no bubblewrap/iptables (single-user mode)"; fi
+
+# The embedded broker: a redis-server that runportal starts itself on a Unix socket in var/
+# (docs/benchmarks.md, "Broker"). Not needed when CELERY_BROKER_URL names a broker of yours.
+/usr/bin/redis-server:
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	else echo "not root: cannot install redis-server (runportal needs it without CELERY_BROKER_URL)"; fi
+
+# The router on the portal's address (portal/router.py): Debian's nginx, which has auth_request.
+/usr/sbin/nginx:
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
+	else echo "not root: cannot install nginx (runportal needs it: apt-get install nginx-light)"; fi
+
+run: $(BIN)/.runtime $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
 	$(BIN)/python manage.py runportal
 
 lint: $(BIN)/.dev
@@ -34,15 +55,17 @@ lint: $(BIN)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: $(BIN)/.dev $(BIN)/.native /usr/bin/chromium lint
+test: $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx lint
 	.ci/services
 	PORTAL_VAR_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest
 
-bench: $(BIN)/.dev $(BIN)/.native
+bench: $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
 	.ci/services
 	$(BIN)/python bench/launch.py
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/storage_scan.py
 	$(BIN)/python bench/kube_spawn.py
 	$(BIN)/python bench/queue_sim.py
+	$(BIN)/python bench/broker.py
+	$(BIN)/python bench/router.py

@@ -18,6 +18,8 @@ STAFF_ONLY = Refusal("staff_only", "The administration pages are for the operato
 class PortalAdminSite(admin.AdminSite):
     site_header = "Jupyter launcher portal administration"
     site_title = "Jupyter launcher portal"
+    # The index adds what isolates local sessions (single-user mode is said loudly).
+    index_template = "admin/portal_index.html"
 
     def has_permission(self, request: HttpRequest) -> bool:
         return (

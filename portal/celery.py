@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
+
+from portal.private_files import set_private_umask
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.celeryd_init.connect
+@signals.beat_init.connect
+def _private_umask(**kwargs: Any) -> None:
+    # The worker's and beat's files (the beat schedule, session folders it makes before
+    # setting their own modes) are the portal's alone, also when started without runportal.
+    # Set here, not at import: importing the app (tests, the web) must not change the umask.
+    set_private_umask()

@@ -1,5 +1,6 @@
 """Probes for the orchestrator: ``/healthz`` (the process answers) and ``/readyz`` (it can work:
-the database and the broker answer). Public, never redirected, never cached; they say nothing
+the database and the broker answer, and every check an app registered with
+:func:`register_readiness` passes). Public, never redirected, never cached; they say nothing
 about users or sessions."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -23,6 +25,14 @@ BROKER_TIMEOUT_SECONDS = 3
 READY_CACHE_SECONDS = 2.0
 _last: tuple[float, dict[str, str]] | None = None
 _lock = threading.Lock()
+# Further checks, by name: each returns (ready, detail). Apps register theirs in ready(), so this
+# module needs to import none of them.
+_registered: dict[str, Callable[[], tuple[bool, str]]] = {}
+
+
+def register_readiness(name: str, check: Callable[[], tuple[bool, str]]) -> None:
+    """Add a check to ``/readyz``: ``check()`` says whether the portal can work, and how."""
+    _registered[name] = check
 
 
 @public_view
@@ -37,7 +47,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = _checks()
-    ready = all(result == "ok" for result in checks.values())
+    ready = all(result == "ok" for name, result in checks.items() if not name.endswith("_detail"))
     return JsonResponse(
         {"status": "ok" if ready else "unavailable", **checks}, status=200 if ready else 503
     )
@@ -48,8 +58,22 @@ def _checks() -> dict[str, str]:
     with _lock:
         now = time.monotonic()
         if _last is None or now - _last[0] > READY_CACHE_SECONDS:
-            _last = (now, {"database": _database(), "broker": _broker()})
+            checks = {"database": _database(), "broker": _broker()}
+            for name, check in _registered.items():
+                ready, detail = _run(name, check)
+                checks[name] = "ok" if ready else "unavailable"
+                if detail:
+                    checks[f"{name}_detail"] = detail
+            _last = (now, checks)
         return dict(_last[1])
+
+
+def _run(name: str, check: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
+    try:
+        return check()
+    except Exception as exc:  # a broken check means "not ready", never a 500 on the probe
+        log.warning("readyz: %s: %s", name, exc)
+        return False, ""
 
 
 def _database() -> str:

@@ -1,11 +1,14 @@
 """Settings of the portal, read from environment variables (see the README's table).
 
-Unset, the variables give the embedded default: SQLite, a Celery transport on the local file
-system (a real worker and beat, no broker server), the local spawner and local accounts.
+Unset, the variables give the embedded default: SQLite, a Celery broker that runportal starts
+itself (a redis-server on a Unix socket in var/; a real worker and beat), the local spawner and
+local accounts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -23,14 +26,16 @@ from portal.env import (
     env_float,
     env_int,
     env_list,
-    env_port_range,
     env_secret,
     env_str,
 )
+from portal.private_files import make_private_dir, write_private_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var"))).resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+if not VAR_DIR.is_dir():
+    # The portal's alone (database, secrets, broker): runportal also tightens an older one.
+    make_private_dir(VAR_DIR)
 
 
 def _embedded_secret_key() -> str:
@@ -38,8 +43,8 @@ def _embedded_secret_key() -> str:
     # production deployment passes SECRET_KEY (or SECRET_KEY_FILE).
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        with contextlib.suppress(FileExistsError):  # another process wrote it first
+            write_private_file(path, secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -239,23 +244,22 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery ---------------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL") or "filesystem://"
-if CELERY_BROKER_URL == "filesystem://":
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-        # The filesystem transport polls; a short interval keeps launch latency low.
-        "polling_interval": 0.05,
-    }
-else:
-    # Deadline tasks are scheduled hours ahead (eta); Redis must not redeliver them early.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
+# Unset: the embedded broker, a redis-server that runportal starts on a Unix socket in var/
+# (kombu's filesystem transport crashed the worker under a launch/stop loop; the SQLAlchemy one
+# polls once a second and loses what a killed worker held: docs/benchmarks.md, "Broker").
+EMBEDDED_BROKER_SOCKET: Path | None = None
+CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL")
+if not CELERY_BROKER_URL:
+    EMBEDDED_BROKER_SOCKET = VAR_DIR / "broker" / "redis.sock"
+    if len(str(EMBEDDED_BROKER_SOCKET)) > 107:  # a Unix socket's path: 108 bytes with its NUL
+        raise ImproperlyConfigured(
+            f"PORTAL_VAR_DIR is too long for the embedded broker's socket "
+            f"({EMBEDDED_BROKER_SOCKET}): use a shorter path, or set CELERY_BROKER_URL."
+        )
+    CELERY_BROKER_URL = f"redis+socket://{EMBEDDED_BROKER_SOCKET}"
+# Deadline tasks are scheduled hours ahead (eta); Redis must not redeliver them early. A task
+# that a killed worker held comes back after this long; the sweeps re-send lost work sooner.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
@@ -321,8 +325,58 @@ SESSION_WARNING_MINUTES = env_int("SESSION_WARNING_MINUTES", 15, minimum=0)
 LOCAL_SPAWNER_RUNTIME_DIR = Path(
     env_str("LOCAL_SPAWNER_RUNTIME_DIR", str(VAR_DIR / "spawner"))
 ).resolve()
-LOCAL_SPAWNER_PORT_RANGE = env_port_range("LOCAL_SPAWNER_PORT_RANGE", (20000, 29999))
-LOCAL_SPAWNER_PUBLIC_HOST = env_str("LOCAL_SPAWNER_PUBLIC_HOST", "127.0.0.1")
+# The portal's public address (scheme, host and port, no path): session URLs are
+# <PORTAL_PUBLIC_URL>/user/<name>/lab, served by the router in front of the portal.
+PORTAL_PUBLIC_URL = env_str("PORTAL_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Local sessions' isolation (sessions_app/spawners/isolation.py): "auto" gives multi-user mode
+# (an OS account per person, a bubblewrap sandbox, a packet filter) when the portal runs as
+# root and single-user mode otherwise; "required" refuses sessions without it; "off" never.
+LOCAL_ISOLATION = env_choice("LOCAL_ISOLATION", "auto", ("auto", "required", "off"))
+# Each local server listens on <LOCAL_SPAWNER_SOCKET_DIR>/<session id>/jupyter.sock.
+LOCAL_SPAWNER_SOCKET_DIR = Path(
+    env_str(
+        "LOCAL_SPAWNER_SOCKET_DIR",
+        "/run/jupyter-portal" if os.geteuid() == 0 else str(VAR_DIR / "sockets"),
+    )
+).absolute()
+# Sessions of portal account pk run as <prefix><pk> with uid = gid = LOCAL_SESSION_UID_MIN + pk.
+LOCAL_SESSION_ACCOUNT_PREFIX = env_str("LOCAL_SESSION_ACCOUNT_PREFIX", "jlp-u")
+LOCAL_SESSION_UID_MIN = env_int("LOCAL_SESSION_UID_MIN", 200_000, minimum=1000)
+LOCAL_SESSION_UID_MAX = env_int("LOCAL_SESSION_UID_MAX", 299_999, minimum=1001)
+if LOCAL_SESSION_UID_MAX <= LOCAL_SESSION_UID_MIN:
+    raise ImproperlyConfigured("LOCAL_SESSION_UID_MAX must be above LOCAL_SESSION_UID_MIN")
+# The group of the router's (nginx's) workers: it may open the sessions' sockets.
+LOCAL_ROUTER_GROUP = env_str("LOCAL_ROUTER_GROUP", "www-data" if os.geteuid() == 0 else "")
+LOCAL_SESSION_PIDS_MAX = env_int("LOCAL_SESSION_PIDS_MAX", 512, minimum=16)
+# Where local sessions may not connect (besides this machine's own addresses and port 22).
+# Empty: the private, shared and link-local ranges the Kubernetes back-end's NetworkPolicy
+# denies (sessions_app.spawners.isolation.DEFAULT_EGRESS_DENY).
+LOCAL_SESSION_EGRESS_DENY_CIDRS = env_list("LOCAL_SESSION_EGRESS_DENY_CIDRS", [])
+for _entry in LOCAL_SESSION_EGRESS_DENY_CIDRS:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"LOCAL_SESSION_EGRESS_DENY_CIDRS: {_entry!r} is not a network"
+        ) from None
+# The router (nginx, portal/router.py) in front of the portal and the local sessions: when
+# runportal runs as root, nginx's workers run as this account (with LOCAL_ROUTER_GROUP, which
+# may open the sessions' sockets). Its configuration, temporary files and the web's socket are
+# in LOCAL_ROUTER_RUN_DIR, which the workers must be able to reach (so not inside var/ as root).
+LOCAL_ROUTER_USER = env_str("LOCAL_ROUTER_USER", "www-data")
+# How long nginx keeps an allowed forward-auth answer (per caller and route): a suspension or
+# a stop reaches ongoing HTTP requests that much later; 0 asks the portal every time.
+LOCAL_ROUTER_AUTH_CACHE_SECONDS = env_int("LOCAL_ROUTER_AUTH_CACHE_SECONDS", 2, minimum=0)
+# As root, one folder per installation (several portals, or a test's, may run on one machine).
+_ROUTER_INSTANCE = hashlib.sha256(str(VAR_DIR).encode()).hexdigest()[:12]
+LOCAL_ROUTER_RUN_DIR = Path(
+    env_str(
+        "LOCAL_ROUTER_RUN_DIR",
+        f"/run/jupyter-portal-router/{_ROUTER_INSTANCE}"
+        if os.geteuid() == 0
+        else str(VAR_DIR / "router"),
+    )
+).absolute()
 
 # The Kubernetes back-end (SPAWNER=kubernetes): one pod per session in KUBE_NAMESPACE, reached
 # through a per-session Ingress under the portal's host (see docs/architecture.md, "Routing").

@@ -1,6 +1,27 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
 class SessionsAppConfig(AppConfig):
     name = "sessions_app"
     verbose_name = "Jupyter sessions"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from portal.health import register_readiness
+
+        if settings.SPAWNER == "local":
+            register_readiness("isolation", _isolation_readiness)
+
+
+def _isolation_readiness() -> tuple[bool, str]:
+    """Ready unless LOCAL_ISOLATION=required and the machine cannot isolate sessions."""
+    from sessions_app.spawners.isolation import isolation_status
+
+    status = isolation_status()
+    detail = f"{status['mode']}; limits: {status['limits']}; " + (
+        "packet filter on" if status["packet_filter"] else "packet filter off"
+    )
+    return bool(status["ok"]), detail

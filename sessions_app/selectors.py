@@ -153,16 +153,21 @@ def session_active_for(user: AbstractBaseUser | AnonymousUser) -> Session | None
     )
 
 
-def session_routable_for(user: AbstractBaseUser | AnonymousUser, session_id: str) -> bool:
-    """Whether requests to this session's server may pass for ``user``: their own session,
-    starting or running (a stopping one's server is on its way out)."""
+ROUTABLE_STATES = (Session.State.STARTING, Session.State.RUNNING)
+
+
+def session_routable_for(
+    user: AbstractBaseUser | AnonymousUser, session_id: str | None = None
+) -> Session | None:
+    """The session whose server requests from ``user`` may reach: their own, starting or
+    running (a stopping one's server is on its way out); the one named ``session_id`` (a
+    session's own Ingress asks), else their active one (the local router asks by route)."""
     if not user.is_authenticated:
-        return False
-    return Session.objects.filter(
-        pk=session_id,
-        user_id=user.pk,
-        state__in=[Session.State.STARTING, Session.State.RUNNING],
-    ).exists()
+        return None
+    sessions = Session.objects.filter(user_id=user.pk, state__in=ROUTABLE_STATES)
+    if session_id is not None:
+        sessions = sessions.filter(pk=session_id)
+    return sessions.only("id", "state", "spawner_state", "user_id").first()
 
 
 def session_wait_settled(

@@ -196,6 +196,7 @@ def _spawn_request(session: Session, folders: SessionFolders) -> SpawnRequest:
     return SpawnRequest(
         session_id=str(session.id),
         username=session.user.get_username(),
+        user_id=session.user_id,
         memory_mb=environment.memory_mb,
         cpus=environment.cpus,
         duration_seconds=environment.max_duration_minutes * 60,

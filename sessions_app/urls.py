@@ -12,5 +12,9 @@ urlpatterns = [
     path("session/status/", views.session_status, name="session-status"),
     path("session/stop/", views.session_stop, name="session-stop"),
     path("usage/", views.usage_page, name="usage"),
+    # Forward-auth for the routers: never reachable from outside (nginx and the Ingress
+    # route no /auth/ path; docs/architecture.md, "Routing").
     path("auth/session/<uuid:session_id>/", views.session_route_auth, name="session-route-auth"),
+    path("auth/route/", views.route_auth, name="route-auth"),
+    path("auth/route/refusal/", views.route_refusal, name="route-refusal"),
 ]

@@ -5,31 +5,30 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts_app.access import public_view
-from accounts_app.policy import access_refusal
-from accounts_app.second_factor import second_factor_passed
 from portal.client_ip import client_ip
 from sessions_app.admission import round_up_minutes
 from sessions_app.charts import stacked_bar_chart
 from sessions_app.forms import LaunchForm, environment_choices
 from sessions_app.models import Session
+from sessions_app.route_auth import Verdict, route_verdict, session_verdict
 from sessions_app.selectors import (
     environments_launchable,
     session_active_for,
     session_queue_estimate,
     session_remaining_seconds,
-    session_routable_for,
     sessions_for_user,
 )
 from sessions_app.services import (
@@ -232,30 +231,76 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     return render(request, "sessions/usage.html", context)
 
 
+def _forward_auth_response(verdict: Verdict) -> HttpResponse:
+    """The answer a router reads: only the status and, when allowed, the headers."""
+    response = HttpResponse(
+        verdict.message, status=verdict.status, content_type="text/plain; charset=utf-8"
+    )
+    for name, value in verdict.headers.items():
+        response[name] = value
+    return response
+
+
 @public_view  # it answers 401 and 403 itself: the ingress controller wants no redirect
 @never_cache
 @require_GET
 def session_route_auth(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
-    """Forward-auth for the route into a session (ingress-nginx's ``auth-url``).
+    """Forward-auth for one session's route (ingress-nginx's ``auth-url``).
 
     The ingress controller asks before every request to ``/user/<name>/…`` (websocket
-    upgrades included), passing on the browser's cookies: 200 lets it through, 401 sends the
-    browser to sign in, 403 refuses. Only the signed-in owner of this session, with the second
-    factor passed and the access policy met (not suspended), gets a 200.
+    upgrades included), passing on the browser's cookies and Authorization header: 200 lets
+    it through with ``Authorization: token …`` for the server (``auth-response-headers``),
+    401 sends the browser to sign in, 403 refuses (:mod:`sessions_app.route_auth`).
     """
-    if not request.user.is_authenticated:
-        return HttpResponse("Sign in to the portal first.", status=401, content_type="text/plain")
-    if not second_factor_passed(request):
-        return HttpResponse(
-            "Finish signing in to the portal first.", status=401, content_type="text/plain"
+    return _forward_auth_response(session_verdict(request, str(session_id)))
+
+
+@public_view  # answered to the local router (nginx's auth_request) only, never redirected
+@never_cache
+@require_GET
+def route_auth(request: HttpRequest) -> HttpResponse:
+    """Forward-auth for the local router: the route is in ``X-Original-URI``; when the caller
+    may pass, the answer also names the server's socket (``X-Jupyter-Upstream``)."""
+    return _forward_auth_response(route_verdict(request))
+
+
+def _wants_json(request: HttpRequest, uri: str) -> bool:
+    accept = request.headers.get("accept", "")
+    return "/api/" in uri.split("?", 1)[0] or (
+        "application/json" in accept and "text/html" not in accept
+    )
+
+
+@public_view
+@never_cache
+@require_GET
+def route_refusal(request: HttpRequest) -> HttpResponse:
+    """What the local router shows when it refused a request into a session: browsers that
+    are not signed in go to the sign-in page and come back; programs get the API's JSON
+    errors; people get a page that says why."""
+    verdict = route_verdict(request)
+    uri = request.headers.get("x-original-uri", "")
+    if verdict.allowed:
+        # Signed in or resumed between the two questions: the next try passes.
+        response = HttpResponse("Please try again.", status=503, content_type="text/plain")
+        response["Retry-After"] = "1"
+        return response
+    method = request.headers.get("x-original-method", "GET")
+    browser = "text/html" in request.headers.get("accept", "")
+    if verdict.status == 401 and browser and method in ("GET", "HEAD"):
+        return redirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': uri})}")
+    if _wants_json(request, uri):
+        response = JsonResponse(
+            {"detail": verdict.message, "code": verdict.code}, status=verdict.status
         )
-    refusal = access_refusal(request.user)
-    if refusal is not None:
-        return HttpResponse(refusal.message, status=403, content_type="text/plain")
-    if not session_routable_for(request.user, str(session_id)):
-        return HttpResponse(
-            "This is not your session, or it is not running.", status=403, content_type="text/plain"
+        if verdict.status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    if browser:
+        return render(
+            request,
+            "sessions/route_refused.html",
+            {"verdict": verdict},
+            status=verdict.status,
         )
-    response = HttpResponse(status=200)
-    response["X-Portal-User"] = request.user.get_username()
-    return response
+    return HttpResponse(verdict.message, status=verdict.status, content_type="text/plain")

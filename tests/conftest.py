@@ -22,7 +22,7 @@ from terms_app.models import TermsVersion
 from terms_app.services import terms_accept
 
 # The real OpenID Connect provider the identity tests sign in with (``oidc_provider``).
-pytest_plugins = ["tests.idp.provider", "tests.kube.fixtures"]
+pytest_plugins = ["tests.idp.provider", "tests.kube.fixtures", "tests.portal.router_world"]
 
 PASSWORD = "correct-horse-battery"
 

@@ -1025,6 +1025,20 @@ def session_ingress_problems(
             f"{describe(ingress)}: the auth-url annotation {auth_url!r} is not an http(s) URL "
             f"ending in '/{session_id}/'"
         )
+    # The server's credential comes from the forward-auth's answer (no token in the URL):
+    # ingress-nginx copies each listed header of the answer over the client's own
+    # (``proxy_set_header``), and takes names of [A-Za-z0-9_-] only.
+    handed = _get(
+        ingress, "metadata", "annotations", "nginx.ingress.kubernetes.io/auth-response-headers"
+    )
+    names = [name.strip() for name in handed.split(",")] if isinstance(handed, str) else []
+    if "Authorization" not in names or not all(
+        re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in names
+    ):
+        problems.append(
+            f"{describe(ingress)}: the auth-response-headers annotation {handed!r} does not "
+            "hand the server's credential (Authorization) from the forward-auth's answer"
+        )
     return problems
 
 

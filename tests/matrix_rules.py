@@ -172,7 +172,9 @@ class World:
             created_at=now,
             started_at=now,
             expires_at=now + self.environment.max_duration,
-            url="http://127.0.0.1:1/user/matrix/",
+            url="http://127.0.0.1:1/user/matrix/lab",
+            # What the local back-end keeps for a server: the forward-auth hands it on.
+            spawner_state={"socket": "/nonexistent/jupyter.sock", "token": "matrix-token"},
         )
 
 
@@ -344,6 +346,35 @@ RULES: list[Rule] = [
             STAFF: OK,
         },
         url=_target_session_url,
+    ),
+    # The local router's question (nginx's auth_request), which names the route in
+    # X-Original-URI: without it nobody passes, and the caller checks come first. The routes
+    # themselves: tests/sessions_app/test_route_auth.py and tests/portal/test_router.py.
+    Rule(
+        "route-auth",
+        "GET",
+        {
+            ANON: Expect(401),
+            UNVERIFIED: Expect(401),
+            OUTSIDER: Expect(403, text=NOT_OPEN_MESSAGE),
+            SUSPENDED: Expect(403, text=SUSPENSION_REASON),
+            TERMS: Expect(403, text="This is not your session"),
+            OTHERS: Expect(403, text="This is not your session"),
+            STAFF: Expect(403, text="This is not your session"),
+        },
+    ),
+    Rule(
+        "route-refusal",
+        "GET",
+        {
+            ANON: Expect(401),
+            UNVERIFIED: Expect(401),
+            OUTSIDER: Expect(403, text=NOT_OPEN_MESSAGE),
+            SUSPENDED: Expect(403, text=SUSPENSION_REASON),
+            TERMS: Expect(403, text="This is not your session"),
+            OTHERS: Expect(403, text="This is not your session"),
+            STAFF: Expect(403, text="This is not your session"),
+        },
     ),
     Rule("terms", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     # Storage: one's own usage and cleanup history (reading needs no terms acceptance).

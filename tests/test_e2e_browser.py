@@ -1,7 +1,9 @@
 """End to end in a real browser: log in, accept the terms, launch, use JupyterLab, stop.
 
 Everything is real: headless Chromium driven by Playwright, the portal on pytest-django's live
-server, a Celery worker on the configured broker, and a JupyterLab that the local spawner starts.
+server behind the router (nginx, as ``make run`` has it), a Celery worker on the configured
+broker, and a JupyterLab that the local spawner starts (as root: under the user's own OS
+account, in its sandbox), reached at ``<portal>/user/<name>/lab`` through the router.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from sessions_app.models import Environment, Session
+from sessions_app.spawners import get_spawner
 from terms_app.models import TermsAcceptance, TermsVersion
 from tests.browser import chromium, enrol_authenticator
 from tests.conftest import PASSWORD
+from tests.sessions_app.lifecycle import server_answers
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -38,12 +42,16 @@ def _log_in(page: Page, base_url: str, username: str) -> None:
 
 def test_user_launches_uses_and_stops_a_jupyterlab_in_the_browser(
     celery_worker: Any,
-    live_server: Any,
+    router_url: str,
+    settings: Any,
     owner: User,
     environment: Environment,
     terms: TermsVersion,
 ) -> None:
-    base_url = live_server.url
+    # The portal's one address is the router's: session URLs are on it.
+    base_url = router_url
+    settings.PORTAL_PUBLIC_URL = router_url
+    get_spawner.cache_clear()
     # The rows are checked after the browser closes (no ORM while Playwright runs).
     with chromium() as browser:
         context = browser.new_context()
@@ -82,6 +90,9 @@ def test_user_launches_uses_and_stops_a_jupyterlab_in_the_browser(
         lab.wait_for_selector("#jp-main-dock-panel", timeout=LAB_TIMEOUT)
         expect(lab).to_have_title(re.compile("JupyterLab"))
         lab_url = lab.url
+        # on the portal's address, with no token in it
+        assert lab_url.startswith(f"{base_url}/user/{owner.get_username()}/lab")
+        assert "token" not in lab_url
         lab.close()
 
         # Going back to the launcher leads into the same session.
@@ -100,5 +111,6 @@ def test_user_launches_uses_and_stops_a_jupyterlab_in_the_browser(
     assert session.reason == Session.Reason.USER_STOPPED
     acceptance = TermsAcceptance.objects.get(user=owner, version=terms)
     assert "Chrome" in acceptance.user_agent
-    with pytest.raises(requests.ConnectionError):
-        requests.get(lab_url, timeout=5)
+    # The server is gone, and the router lets nobody through to it any more.
+    assert not server_answers(session.spawner_state)
+    assert requests.get(lab_url, timeout=5, allow_redirects=False).status_code in (302, 401, 403)

@@ -37,7 +37,7 @@ def test_suspension_stops_the_session_refuses_everything_and_reinstatement_resto
     bearer = APIClient()
     bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {token_issue(user=accepted)}")
     session = _launch(bearer)
-    assert session.url and server_answers(session.url)
+    assert session.url and server_answers(session.spawner_state)
     admin = Client()
     login_verified(admin, staff)
 
@@ -53,7 +53,7 @@ def test_suspension_stops_the_session_refuses_everything_and_reinstatement_resto
     # The running session is stopped at once, with the reason.
     ended = wait_for(session.id, in_state(Session.State.STOPPED))
     assert ended.reason == Session.Reason.SUSPENDED
-    assert not server_answers(session.url)
+    assert not server_answers(session.spawner_state)
 
     # Pages say why, since when and how to appeal; the API refuses with the same message.
     page = user_pages.get("/")

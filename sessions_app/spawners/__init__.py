@@ -12,13 +12,15 @@ from sessions_app.spawners.base import Spawner
 @cache
 def get_spawner() -> Spawner:
     if settings.SPAWNER == "local":
+        from sessions_app.spawners.isolation import config_from_settings
         from sessions_app.spawners.local import LocalProcessSpawner
 
         return LocalProcessSpawner(
             runtime_dir=settings.LOCAL_SPAWNER_RUNTIME_DIR,
-            port_range=settings.LOCAL_SPAWNER_PORT_RANGE,
-            public_host=settings.LOCAL_SPAWNER_PUBLIC_HOST,
+            socket_dir=settings.LOCAL_SPAWNER_SOCKET_DIR,
+            public_url=settings.PORTAL_PUBLIC_URL,
             stop_grace_seconds=settings.SESSION_STOP_GRACE_SECONDS,
+            isolation=config_from_settings(),
         )
     if settings.SPAWNER == "kubernetes":
         from sessions_app.spawners.kube import KubernetesSpawner

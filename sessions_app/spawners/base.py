@@ -56,6 +56,9 @@ class SpawnRequest:
     # Back-end specific settings of the environment: ``command`` for the local back-end,
     # ``image`` and ``priority_class`` for Kubernetes.
     backend_settings: dict[str, Any] = field(default_factory=dict)
+    # The portal account's primary key: the local back-end runs the session as that account's
+    # own OS account (multi-user mode). None: no account (tests of other back-ends).
+    user_id: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -111,6 +114,23 @@ class PollResult:
 
 
 @dataclass(frozen=True)
+class Route:
+    """How the router in front of the portal reaches one running server.
+
+    The router (nginx on one machine, the ingress on Kubernetes) asks the portal's
+    forward-auth endpoint before every request to ``/user/<name>/…``; when the owner is
+    allowed, the answer carries these, and the router forwards the request to ``upstream``
+    with ``authorization`` as its ``Authorization`` header. The browser never sees either.
+    """
+
+    # Where the server listens, in nginx's ``proxy_pass`` form: ``unix:/path/to/jupyter.sock``
+    # for a local server; empty where the router already knows its back-end (an Ingress).
+    upstream: str
+    # The header value that logs the router's request in to the server: ``token <token>``.
+    authorization: str
+
+
+@dataclass(frozen=True)
 class RunningServer:
     """A server the back-end found running, for reconciliation with the database."""
 
@@ -143,6 +163,11 @@ class Spawner(abc.ABC):
     @abc.abstractmethod
     def stop(self, state: State) -> None:
         """Stop the server and everything it started. Safe to call twice or on a gone server."""
+
+    @abc.abstractmethod
+    def route(self, state: State) -> Route | None:
+        """Where the router sends the owner's requests and the credential it adds; None if the
+        state names no server."""
 
     @abc.abstractmethod
     def list_servers(self) -> Iterable[RunningServer]:

@@ -36,6 +36,7 @@ from sessions_app.spawners import kube_objects as objects
 from sessions_app.spawners.base import (
     PollResult,
     ProgressCallback,
+    Route,
     RunningServer,
     ServerStatus,
     Spawner,
@@ -182,7 +183,6 @@ class KubernetesSpawner(Spawner):
             progress("Asking the cluster for your server.")
             created = self._create_pod(pod, request.session_id)
             state["token"] = _pod_token(created) or token
-            state["url"] = self._url(request.base_url, state["token"])
             owner = objects.owner_reference(created)
             self._remove_stale_routes(request)
             self._create_owned(
@@ -509,11 +509,21 @@ class KubernetesSpawner(Spawner):
             "session_id": session_id,
             "token": token,
             "base_url": base_url,
-            "url": self._url(base_url, token),
+            "url": self._url(base_url),
         }
 
-    def _url(self, base_url: str, token: str) -> str:
-        return f"{self.settings.public_url}{base_url}lab?token={token}"
+    def _url(self, base_url: str) -> str:
+        # No token: the ingress adds the server's credential after the portal's forward-auth
+        # (``route``), so the browser never sees it.
+        return f"{self.settings.public_url}{base_url}lab"
+
+    def route(self, state: State) -> Route | None:
+        """The credential the ingress adds (``auth-response-headers``); the Ingress itself
+        knows the back-end, so no upstream."""
+        token = state.get("token") if isinstance(state, dict) else None
+        if not isinstance(token, str) or not token or _pod_name(state) is None:
+            return None
+        return Route(upstream="", authorization=f"token {token}")
 
 
 def pod_verdict(pod: client.V1Pod, unschedulable_seconds: int, now: datetime) -> PollResult:

@@ -63,6 +63,7 @@ from kubernetes.client import (
 )
 
 from sessions_app.spawners.base import SpawnRequest
+from sessions_app.spawners.egress import DENIED_IPV4, DENIED_IPV6, METADATA_CIDRS
 
 PART_OF = "jupyter-launcher-portal"
 APP_NAME = "jupyter-session"
@@ -79,6 +80,8 @@ SESSION_SELECTOR = {
     "app.kubernetes.io/managed-by": PART_OF,
 }
 NETWORK_POLICY_NAME = "jupyter-sessions"
+#: What the forward-auth answer hands the ingress for the request to the server.
+AUTH_RESPONSE_HEADERS = "Authorization, Cookie"
 SERVER_PORT = 8888
 PORT_NAME = "http"
 HOME = "/home/jovyan"
@@ -90,27 +93,6 @@ SCRATCH_DIR = f"{HOME}/scratch"
 LIBRARY_CPU = "100m"
 LIBRARY_MEMORY = "256Mi"
 LIBRARY_SIZE_LIMIT = "1Gi"
-# Where sessions must not go on 80/443: the cluster's own networks (the API server, other
-# tenants' services, nodes) and every cloud's instance metadata and agents (credentials live
-# there: 169.254.169.254, AWS's fd00:ec2::254 and Pod Identity 169.254.170.23, Azure's
-# WireServer 168.63.129.16, Alibaba's 100.100.100.200). Internal hosts sessions need (a git
-# server) go on the allow-list.
-DENIED_IPV4 = (
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "168.63.129.16/32",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-)
-DENIED_IPV6 = ("fc00::/7", "fe80::/10")
-METADATA_CIDRS = (
-    "169.254.169.254/32",
-    "fd00:ec2::254/128",
-    "169.254.170.23/32",
-    "100.100.100.200/32",
-)
-
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _LABEL_KEY = re.compile(
@@ -451,7 +433,11 @@ def make_ingress(
 
     ingress-nginx asks the portal (``auth-url``) before every request, websocket upgrades
     included: only the signed-in owner of this session gets through. Someone not signed in is
-    sent to the portal's sign-in page (``auth-signin``).
+    sent to the portal's sign-in page (``auth-signin``). The answer's ``Authorization`` (the
+    server's token) and ``Cookie`` (the caller's cookies without the portal's) replace the
+    client's own headers of those names (``auth-response-headers``: ingress-nginx writes
+    ``proxy_set_header`` for each, and an empty one is not sent): the token never reaches the
+    browser, and portal credentials never reach the server.
     """
     name = session_name(request.username, request.session_id)
     auth_url = f"{config.auth_url.rstrip('/')}/{request.session_id}/"
@@ -460,6 +446,7 @@ def make_ingress(
         "nginx.ingress.kubernetes.io/auth-signin": (
             f"{config.public_url}/login/?next=$escaped_request_uri"
         ),
+        "nginx.ingress.kubernetes.io/auth-response-headers": AUTH_RESPONSE_HEADERS,
         # Kernels' websockets stay open for hours; uploads may be large.
         "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
         "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",

@@ -1,55 +1,76 @@
-"""Local back-end: each session's JupyterLab runs as its own process group on this machine.
+"""Local back-end: each session's JupyterLab runs on this machine, on a Unix socket.
 
-Memory and CPU limits are set by the OS before the server starts (see :mod:`.limits`) and are
-inherited by every kernel and terminal. Without a cgroup, the rlimit and the affinity are the
-only limits (a session's processes could together use more memory, and a process can widen its
-own affinity).
+Multi-user mode (the portal runs as root; see :mod:`.isolation`): the session runs as the
+person's own OS account (:mod:`.os_accounts`) in a bubblewrap sandbox (:mod:`.sandbox`), in a
+cgroup of its own that holds every process it starts to the environment's memory, CPUs and a
+number of processes (:mod:`.limits`), behind a packet filter that keeps it off the portal's
+services (:mod:`.netfilter`). Single-user mode: the session runs as the portal's user, with the
+cgroup where one can be made, else rlimits.
 
-Servers run as the worker's user (when that is root, the user's code could lift the limits:
-the local back-end is for one trusted machine). They are marked with :data:`SESSION_ENV` and
-:data:`RUNTIME_ENV` in their environment, which kernels and their children inherit, so that any
-worker - also one started after a restart - finds them and everything they started, also the
-processes that left the server's process group (kernels run in sessions of their own).
+The server listens on ``<socket_dir>/<session_id>/jupyter.sock`` only (no TCP port, so no port
+to reserve or to collide on): the folder belongs to the session's account with the router's
+group, mode 0750, so only the person's processes and the router (nginx) can connect. The router
+asks :meth:`LocalProcessSpawner.route` (through the portal's forward-auth endpoint) where to
+send the owner's requests and which token to add; the session's URL has no token.
 
-The home is the server's root and working directory. The user's scratch folder is reachable from
-it as the link ``scratch``; the notebooks library is already in it (cloned before the start).
-``pip`` installs go to a Python environment in the home, layered over the server's (see
-:mod:`.user_python`), and conda's environments and packages to ``~/.conda``.
+A worker started later finds the session again by its state file (``<runtime_dir>/sessions``,
+root's) and its cgroup (named after the session). Kernels talk to the server over ZMQ ``ipc``
+in the sandbox's private ``/tmp``: the packet filter refuses the sessions' loopback traffic.
+
+The first program of the session is :mod:`.session_boot`, run as the session's account: it links
+``scratch`` into the home and refreshes the person's Python environment (:mod:`.user_python`),
+never root writing in a folder the person controls.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import json
 import logging
 import os
-import random
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+import zlib
 from pathlib import Path
 
 import psutil
-import requests
 
-from sessions_app.spawners import limits, user_python
+from sessions_app.spawners import limits, os_accounts, sandbox
 from sessions_app.spawners.base import (
     PollResult,
     ProgressCallback,
+    Route,
     RunningServer,
     ServerStatus,
     Spawner,
     SpawnerError,
     SpawnRequest,
     State,
-    TransientSpawnerError,
 )
+from sessions_app.spawners.isolation import (
+    IsolationConfig,
+    multi_user,
+    multi_user_problem,
+    refusal,
+)
+from sessions_app.spawners.jupyter_args import resolve_command, server_args
+from sessions_app.spawners.netfilter import netfilter_install
+from sessions_app.spawners.os_accounts import SessionAccount
+from sessions_app.spawners.processes import (
+    children,
+    gone_message,
+    marked_processes,
+    memory_label,
+    own_child_running,
+    process,
+    process_alive,
+    stop_tree,
+)
+from sessions_app.spawners.sandbox import BOOT_DIR, Sandbox, SandboxSpec
+from sessions_app.spawners.unix_http import accepts, answers
 
 logger = logging.getLogger(__name__)
 
@@ -57,440 +78,417 @@ SESSION_ENV = "JUPYTER_PORTAL_SESSION_ID"
 RUNTIME_ENV = "JUPYTER_PORTAL_RUNTIME_DIR"
 # The user's scratch folder, as the session sees it from the home.
 SCRATCH_LINK = "scratch"
+LIBRARY_NAME = "notebooks-library"
+SOCKET_NAME = "jupyter.sock"
 READY_TIMEOUT_SECONDS = 0.5
 # Only these reach a session from the worker's environment: the rest (database URLs, secret
 # keys, broker passwords) must not be readable by the user's code.
 INHERITED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL")
+# Kernels' ZMQ ipc files: in the sandbox's private /tmp (ipc paths must stay under ~107 bytes).
+SANDBOX_RUNTIME_DIR = "/tmp/jupyter-runtime"
 _KILL_WAIT_SECONDS = 5.0
+# sun_path holds 108 bytes with the final NUL.
+_MAX_SOCKET_PATH = 107
 # Session ids name files and cgroups, so they must not carry path separators or dots alone.
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_BOOT_FILES = ("session_boot.py", "user_python.py")
+# Jupyter settings of the router's (sessions_app/spawners/), copied into the sandbox too.
+SERVER_CONFIG = "jupyter_server_config.py"
+_HERE = Path(__file__).resolve().parent
+# One file for both back-ends: the Kubernetes session image copies it to /etc/jupyter/.
+_SERVER_CONFIG_SOURCE = _HERE.parents[1] / "images" / "session" / SERVER_CONFIG
 
-# The servers this OS process started, by pid, with their create time. Holding the Popen keeps
-# the subprocess module from reaping them behind our back (it reaps collected running Popens)
-# and lets any spawner instance read their exit code.
-_children: dict[int, tuple[float, subprocess.Popen[bytes]]] = {}
+
+def default_socket_dir(runtime_dir: Path) -> Path:
+    """``/run/jupyter-portal`` as root (short, and outside the portal's private var/), else a
+    folder beside the runtime directory."""
+    return Path("/run/jupyter-portal") if os.geteuid() == 0 else Path(runtime_dir) / "sockets"
 
 
 class LocalProcessSpawner(Spawner):
-    """Run each session's JupyterLab as a local process group listening on 127.0.0.1."""
+    """Run each session's JupyterLab as a local process tree listening on a Unix socket."""
 
     def __init__(
         self,
         runtime_dir: Path,
-        port_range: tuple[int, int] = (20000, 29999),
-        public_host: str = "127.0.0.1",
+        socket_dir: Path | None = None,
+        public_url: str = "http://127.0.0.1:8000",
         stop_grace_seconds: float = 5.0,
+        isolation: IsolationConfig | None = None,
     ) -> None:
         # Absolute, because it also marks the servers (RUNTIME_ENV) that list_servers looks for.
         self.runtime_dir = Path(runtime_dir).absolute()
-        self.port_range = port_range
-        self.public_host = public_host
+        self.socket_dir = Path(socket_dir or default_socket_dir(self.runtime_dir)).absolute()
+        self.public_url = public_url.rstrip("/")
         self.stop_grace_seconds = stop_grace_seconds
+        self.isolation = isolation or IsolationConfig()
+
+    @property
+    def multi_user(self) -> bool:
+        return multi_user(self.isolation)
+
+    # --- start ------------------------------------------------------------------------------
 
     def start(self, request: SpawnRequest, progress: ProgressCallback) -> State:
-        """Launch ``jupyter-lab`` with the session's limits; does not wait for it to answer."""
-        if not _SESSION_ID.fullmatch(request.session_id):
-            raise SpawnerError(f"Invalid session id {request.session_id!r}.")
-        command = _resolve_command(request.backend_settings.get("command", ["jupyter-lab"]))
+        """Launch the session's server with its limits; does not wait for it to answer."""
+        session_id = request.session_id
+        if not _SESSION_ID.fullmatch(session_id):
+            raise SpawnerError(f"Invalid session id {session_id!r}.")
+        command = resolve_command(request.backend_settings.get("command", ["jupyter-lab"]))
+        account = self._account(request)
         home = Path(request.home_dir).absolute()
-        log_path = self._log_path(request.session_id)
-        try:
-            _make_private_dir(home)
-            _make_private_dir(log_path.parent)
-            _make_private_dir(self.runtime_dir / "ports")
-        except OSError as exc:
-            raise SpawnerError(f"Cannot create the session's directories: {exc}") from exc
-        python_bin = _prepare_home(request, home)
-        port, lock_fd = self._reserve_port()
+        scratch = None if request.scratch_dir is None else Path(request.scratch_dir).absolute()
+        socket_path = self.socket_dir / session_id / SOCKET_NAME
+        if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
+            raise SpawnerError(
+                f"The socket path {socket_path} is too long (LOCAL_SPAWNER_SOCKET_DIR)."
+            )
+        self._prepare_folders(session_id, account, home, scratch)
         token = secrets.token_urlsafe(32)
-        cpus = limits.cpu_set(request.cpus, port)
         memory = request.memory_mb * 1024 * 1024
-        progress(f"Starting JupyterLab on port {port}")
-        cgroup = None
         try:
-            cgroup = limits.make_cgroup(request.session_id, memory, len(cpus))
-            with open(log_path, "wb") as log:
+            cgroup = limits.make_cgroup(session_id, memory, request.cpus, self.isolation.pids_max)
+        except SpawnerError:
+            self._cleanup(session_id, None)
+            raise
+        # Only used without a cgroup (rlimits): spread sessions over the CPUs.
+        cpus = limits.cpu_set(request.cpus, zlib.crc32(session_id.encode()))
+        state = {
+            "session_id": session_id,
+            "pid": 0,
+            "create_time": 0.0,
+            "socket": str(socket_path),
+            "uid": os.geteuid() if account is None else account.uid,
+            "token": token,
+            "base_url": request.base_url,
+            "url": self._url(request.base_url),
+            "log_path": str(self._log_path(session_id)),
+            "memory_mb": request.memory_mb,
+            "cgroup": "" if cgroup is None else cgroup.layout.label(),
+        }
+        progress("Starting JupyterLab" + (" in its sandbox" if account else ""))
+        boot_settings = {
+            "home": str(home),
+            "scratch": "" if scratch is None else str(scratch),
+            "scratch_link": SCRATCH_LINK,
+            "user_python": True,
+        }
+        boot_dir = _HERE if account is None else BOOT_DIR
+        # The router's Jupyter settings (no token in the pages), where the router ships them.
+        config = _SERVER_CONFIG_SOURCE if account is None else BOOT_DIR / SERVER_CONFIG
+        server = [*command, *server_args(socket_path, request.base_url, home, account, config)]
+        argv = [sys.executable, "-E", "-s", str(boot_dir / "session_boot.py")]
+        argv += [json.dumps(boot_settings), "--", *server]
+        box: Sandbox | None = None
+        try:
+            # Written before the start: a worker that dies right after it still leaves the
+            # session findable (its cgroup holds the processes, this file the rest).
+            self._save_state(state)
+            if account is not None:
+                box = Sandbox(self._sandbox_spec(request, account, home, scratch), argv)
+                argv = box.argv
+            with open(self._log_path(session_id), "wb") as log:
                 proc = subprocess.Popen(
-                    [*command, *_server_args(port, request.base_url, home)],
-                    cwd=home,
-                    env=self._environment(request, home, token, python_bin),
+                    argv,
+                    cwd="/" if account is not None else home,
+                    env=self._environment(request, home, scratch, token, account, cgroup),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    # The server inherits the locked fd: the port stays reserved as long as it runs.
-                    pass_fds=(lock_fd,),
+                    pass_fds=tuple(box.fds) if box is not None else (),
                     preexec_fn=limits.limiter(memory, cpus, cgroup),
                 )
-        except (OSError, subprocess.SubprocessError) as exc:
-            if cgroup is not None:
-                with contextlib.suppress(OSError):
-                    cgroup.rmdir()
+        except (OSError, subprocess.SubprocessError, SpawnerError) as exc:
+            self._cleanup(session_id, cgroup)
+            if isinstance(exc, SpawnerError):
+                raise
             raise SpawnerError(f"Cannot start {command[0]}: {exc}") from exc
         finally:
-            os.close(lock_fd)
+            if box is not None:
+                box.close()
         # Read while the child cannot have been reaped yet: it is ours and nobody waited on it.
         create_time = psutil.Process(proc.pid).create_time()
-        _children[proc.pid] = (create_time, proc)
-        logger.info(
-            "Started JupyterLab for session %s: pid %s, port %s", request.session_id, proc.pid, port
+        children[proc.pid] = (create_time, proc)
+        # pgid: the first program leads a process group of its own (start_new_session).
+        state.update(pid=proc.pid, pgid=proc.pid, create_time=create_time)
+        self._save_state(state)
+        logger.info("Started JupyterLab for session %s: pid %s", session_id, proc.pid)
+        return state
+
+    def _account(self, request: SpawnRequest) -> SessionAccount | None:
+        """The session's OS account in multi-user mode (created if missing), else None."""
+        if self.isolation.mode == "off":
+            return None
+        refused = refusal(self.isolation)
+        if refused:
+            raise SpawnerError(f"Sessions are refused: {refused}.")
+        if multi_user_problem(self.isolation):
+            return None  # single-user mode: not root
+        if request.user_id is None:
+            raise SpawnerError("The session names no portal account to run as.")
+        cfg = self.isolation
+        account = os_accounts.account_for(
+            request.user_id, cfg.account_prefix, cfg.uid_min, cfg.uid_max
         )
-        return self._state(request.session_id, proc.pid, create_time, port, token, request.base_url)
+        netfilter_install(cfg.uid_min, cfg.uid_max, cfg.egress_deny_cidrs)
+        return os_accounts.account_ensure(account)
+
+    def _prepare_folders(
+        self, session_id: str, account: SessionAccount | None, home: Path, scratch: Path | None
+    ) -> None:
+        try:
+            for path in (self.runtime_dir / "logs", self.runtime_dir / "sessions"):
+                _make_private_dir(path)
+            self.socket_dir.mkdir(parents=True, exist_ok=True)
+            if account is None:
+                _make_private_dir(home)
+                if scratch is not None:
+                    _make_private_dir(scratch)
+            else:
+                os_accounts.private_dir_hand_over(
+                    home, account.uid, account.gid, skip=(LIBRARY_NAME,)
+                )
+                if scratch is not None:
+                    os_accounts.private_dir_hand_over(scratch, account.uid, account.gid)
+            session_sockets = self.socket_dir / session_id
+            if os.geteuid() != 0:
+                # Not root: the router runs as the portal's own user, who owns the folder.
+                _make_private_dir(session_sockets)
+                return
+            router_gid = self._router_gid()
+            owner = (0, 0) if account is None else (account.uid, account.gid)
+            # Root's, and others may only pass through it to the folder they can open.
+            os.chmod(self.socket_dir, 0o711)
+            session_sockets.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(session_sockets, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchown(fd, owner[0], owner[1] if router_gid is None else router_gid)
+                # setgid: the socket the server makes in it gets the router's group (not the
+                # account's own), so that its mode 0660 lets the router connect.
+                os.fchmod(fd, 0o700 if router_gid is None else 0o2750)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise SpawnerError(f"Cannot create the session's folders: {exc}") from exc
+
+    def _router_gid(self) -> int | None:
+        import grp
+
+        name = self.isolation.router_group
+        if not name:
+            return None
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError as exc:
+            raise SpawnerError(
+                f"The router's group {name!r} (LOCAL_ROUTER_GROUP) does not exist."
+            ) from exc
+
+    def _sandbox_spec(
+        self, request: SpawnRequest, account: SessionAccount, home: Path, scratch: Path | None
+    ) -> SandboxSpec:
+        library = None
+        if request.library_dir is not None:
+            library = Path(request.library_dir).absolute()
+        return SandboxSpec(
+            account=account,
+            home=home,
+            socket_dir=self.socket_dir / request.session_id,
+            scratch=scratch,
+            library=library,
+            library_target=home / LIBRARY_NAME,
+            files={
+                **{BOOT_DIR / name: (_HERE / name).read_bytes() for name in _BOOT_FILES},
+                BOOT_DIR / SERVER_CONFIG: _SERVER_CONFIG_SOURCE.read_bytes(),
+            },
+        )
+
+    # --- poll, route, stop, list ------------------------------------------------------------
 
     def poll(self, state: State) -> PollResult:
-        """Gone if the process is dead; running once its own server answers with its own token."""
+        """Gone if the session's processes are; running once its own server answers on its
+        socket with its own token."""
         try:
             pid, create_time = int(state["pid"]), float(state["create_time"])
-            port, token, base_url = int(state["port"]), str(state["token"]), str(state["base_url"])
+            socket_path, token = str(state["socket"]), str(state["token"])
+            base_url = str(state["base_url"])
         except (KeyError, TypeError, ValueError):
             return PollResult(ServerStatus.GONE, message="No server is recorded for this session.")
         # A starting server is polled many times a second, so the common answer ("still
-        # starting") must be cheap: for a server this process started, waitpid and a connect
-        # test cost microseconds, where the /proc reads and the HTTP request cost a lot more.
-        if _own_child_running(pid, create_time) and not _accepts(port):
+        # starting") must be cheap: waitpid and a connect test cost microseconds.
+        if own_child_running(pid, create_time) and not accepts(socket_path, READY_TIMEOUT_SECONDS):
             return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
-        proc = _process(pid, create_time)
-        if proc is None or not _alive(proc):
-            return PollResult(ServerStatus.GONE, message=_gone_message(pid, create_time, state))
-        # Another process answering on the port (one that grabbed it first) is not our server.
-        if _accepts(port) and _listens_on(proc, port) and _answers(port, base_url, token):
-            return PollResult(ServerStatus.RUNNING, url=self._url(port, base_url, token))
+        oom = self._oom_message(state)
+        if not self._alive(state):
+            message = gone_message(pid, create_time, state)
+            return PollResult(ServerStatus.GONE, message=f"{oom} {message}" if oom else message)
+        uid = state.get("uid")
+        if sandbox.is_socket_of(
+            Path(socket_path), uid if isinstance(uid, int) else None
+        ) and answers(socket_path, base_url, token, READY_TIMEOUT_SECONDS):
+            return PollResult(ServerStatus.RUNNING, url=self._url(base_url), message=oom)
         return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
 
+    def route(self, state: State) -> Route | None:
+        socket_path, token = state.get("socket"), state.get("token")
+        if not isinstance(socket_path, str) or not isinstance(token, str) or not socket_path:
+            return None
+        return Route(upstream=f"unix:{socket_path}", authorization=f"token {token}")
+
     def stop(self, state: State) -> None:
-        """SIGTERM the server's group and every process of the session, SIGKILL what is left."""
-        try:
-            pid, create_time = int(state["pid"]), float(state["create_time"])
-            session_id = str(state["session_id"])
-        except (KeyError, TypeError, ValueError):
+        """Stop every process of the session (its whole cgroup), then remove what it left."""
+        session_id = state.get("session_id") if isinstance(state, dict) else None
+        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
             return
-        leader = _process(pid, create_time)
-        # Kernels run in sessions of their own (jupyter_client), so the group does not hold them:
-        # take the server's tree now, before orphans lose their parent, and the marked processes.
-        targets = {proc for proc, env in self._marked_processes() if env[SESSION_ENV] == session_id}
-        if leader is not None and _alive(leader):
-            with contextlib.suppress(psutil.Error):
-                targets |= {leader, *leader.children(recursive=True)}
+        cgroup = limits.session_cgroup(session_id) if state.get("cgroup") else None
+        if cgroup is not None and cgroup.exists():
+            survivors = limits.cgroup_kill(cgroup, self.stop_grace_seconds, _KILL_WAIT_SECONDS)
+            if survivors:
+                logger.warning("Session %s: processes %s survived SIGKILL", session_id, survivors)
         else:
-            leader = None
-        for sig, wait in (
-            (signal.SIGTERM, self.stop_grace_seconds),
-            (signal.SIGKILL, _KILL_WAIT_SECONDS),
-        ):
-            if not targets:
-                break
-            # A leader that died meanwhile no longer vouches for its group id.
-            _signal(leader if leader in targets else None, targets, sig)
-            targets = _wait_gone(targets, wait)
-        if targets:
-            logger.warning(
-                "Session %s: processes %s survived SIGKILL", session_id, [p.pid for p in targets]
-            )
-        if pid in _children and _children[pid][1].returncode is not None:
-            _children.pop(pid, None)
-        cgroup = limits.cgroup_path(session_id)
-        if cgroup is not None and cgroup.is_dir():
-            with contextlib.suppress(OSError):
-                cgroup.rmdir()
+            # Kernels run in sessions of their own (jupyter_client), so the server's group does
+            # not hold them: the processes marked with the session's id are stopped too.
+            marked = {
+                p
+                for p, env in marked_processes(RUNTIME_ENV, str(self.runtime_dir), SESSION_ENV)
+                if env[SESSION_ENV] == session_id
+            }
+            left = stop_tree(state, marked, self.stop_grace_seconds, _KILL_WAIT_SECONDS)
+            if left:
+                logger.warning("Session %s: processes %s survived SIGKILL", session_id, left)
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            pid = int(state["pid"])
+            if pid in children and children[pid][1].poll() is not None:
+                children.pop(pid, None)
+        self._cleanup(session_id, None)
 
     def list_servers(self) -> list[RunningServer]:
-        """The servers of this runtime directory that run, found by their marker and arguments."""
+        """The sessions of this runtime directory whose processes run, from their state files."""
         servers = []
-        for proc, env in self._marked_processes():
-            try:
-                # Kernels lead process groups too and carry the marker: only servers have our args.
-                if os.getpgid(proc.pid) != proc.pid or not _alive(proc):
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.scandir(self.runtime_dir / "sessions"), key=lambda e: e.name):
+                if not entry.name.endswith(".json"):
                     continue
-                args = dict(
-                    arg.split("=", 1)
-                    for arg in proc.cmdline()
-                    if arg.startswith("--") and "=" in arg
-                )
-                port, base_url = int(args["--ServerApp.port"]), args["--ServerApp.base_url"]
-                token, create_time = env["JUPYTER_TOKEN"], proc.create_time()
-            except (OSError, psutil.Error, KeyError, ValueError):
-                continue
-            session_id = env[SESSION_ENV]
-            state = self._state(session_id, proc.pid, create_time, port, token, base_url)
-            servers.append(RunningServer(session_id, state))
+                try:
+                    with open(entry.path, encoding="utf-8") as file:
+                        state = json.load(file)
+                    session_id = str(state["session_id"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if self._alive(state):
+                    servers.append(RunningServer(session_id, state))
         return servers
 
-    def _state(
-        self, session_id: str, pid: int, create_time: float, port: int, token: str, base_url: str
-    ) -> State:
-        return {
-            "session_id": session_id,
-            "pid": pid,
-            "create_time": create_time,
-            "pgid": pid,
-            "port": port,
-            "token": token,
-            "base_url": base_url,
-            "url": self._url(port, base_url, token),
-            "log_path": str(self._log_path(session_id)),
-        }
+    def _alive(self, state: State) -> bool:
+        """Whether any process of the session runs (its cgroup's, or its server and marked)."""
+        session_id = str(state.get("session_id", ""))
+        try:
+            pid, create_time = int(state["pid"]), float(state["create_time"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if state.get("cgroup"):
+            cgroup = limits.session_cgroup(session_id)
+            if cgroup is None or not cgroup.pids():
+                return False
+            # pid 0: the worker died between writing the state and the start; the cgroup rules.
+            if pid == 0:
+                return True
+        leader = process(pid, create_time) if pid > 0 else None
+        if leader is not None and process_alive(leader):
+            return True
+        if pid == 0:
+            return any(
+                env[SESSION_ENV] == session_id
+                for _p, env in marked_processes(RUNTIME_ENV, str(self.runtime_dir), SESSION_ENV)
+            )
+        return False
 
-    def _url(self, port: int, base_url: str, token: str) -> str:
-        return f"http://{self.public_host}:{port}{base_url}lab?token={token}"
+    def _oom_message(self, state: State) -> str:
+        if not state.get("cgroup"):
+            return ""
+        cgroup = limits.session_cgroup(str(state.get("session_id", "")))
+        if cgroup is None or cgroup.oom_kills() == 0:
+            return ""
+        return (
+            "A process was stopped: the session reached its "
+            f"{memory_label(state.get('memory_mb'))} memory limit."
+        )
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _cleanup(self, session_id: str, cgroup: limits.SessionCgroup | None) -> None:
+        """Remove the session's socket folder, state file and (empty) cgroup."""
+        if cgroup is not None:
+            cgroup.remove()
+        session_sockets = self.socket_dir / session_id
+        # The folder is the session's account's: rmtree never follows a link found in it.
+        shutil.rmtree(session_sockets, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._state_path(session_id))
+
+    def _url(self, base_url: str) -> str:
+        return f"{self.public_url}{base_url}lab"
 
     def _log_path(self, session_id: str) -> Path:
         return self.runtime_dir / "logs" / f"{session_id}.log"
 
+    def _state_path(self, session_id: str) -> Path:
+        return self.runtime_dir / "sessions" / f"{session_id}.json"
+
+    def _save_state(self, state: State) -> None:
+        """Write the state file (root's, 0600: it holds the token) by a rename, never half."""
+        path = self._state_path(state["session_id"])
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(state, file)
+        os.replace(tmp, path)
+
     def _environment(
-        self, request: SpawnRequest, home: Path, token: str, python_bin: Path | None
+        self,
+        request: SpawnRequest,
+        home: Path,
+        scratch: Path | None,
+        token: str,
+        account: SessionAccount | None,
+        cgroup: limits.SessionCgroup | None,
     ) -> dict[str, str]:
-        session_id = request.session_id
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        python_bin = home / ".local" / "bin"
         # The user's environment in the home first (``pip``, ``python``: installs go there),
         # then the venv's bin (``jupyter`` and the rest of the server's programs).
-        first = [str(python_bin)] if python_bin is not None else []
         env["PATH"] = os.pathsep.join(
-            [*first, str(Path(sys.executable).parent), env.get("PATH", os.defpath)]
+            [str(python_bin), str(Path(sys.executable).parent), env.get("PATH", os.defpath)]
         )
         env["HOME"] = str(home)
-        if python_bin is not None:
-            env["VIRTUAL_ENV"] = str(python_bin.parent)
-            # Jupyter looks in the server's environment before the home when it runs from a
-            # virtual environment: the kernel spec in the home, which runs the user's
-            # environment, must win over the server's own ``python3``.
-            env["JUPYTER_PREFER_ENV_PATH"] = "0"
+        env["VIRTUAL_ENV"] = str(python_bin.parent)
+        # Jupyter looks in the server's environment before the home when it runs from a
+        # virtual environment: the kernel spec in the home, which runs the user's
+        # environment, must win over the server's own ``python3``.
+        env["JUPYTER_PREFER_ENV_PATH"] = "0"
         # Where Python and conda put what the user installs: the home, kept between sessions.
-        # (PYTHONUSERBASE is for images whose Python is not a virtual environment: it names the
-        # same folder, so a home works with either back-end.)
         env["PYTHONUSERBASE"] = str(home / ".local")
         env["CONDA_ENVS_PATH"] = str(home / ".conda" / "envs")
         env["CONDA_PKGS_DIRS"] = str(home / ".conda" / "pkgs")
-        if request.scratch_dir is not None:
+        if scratch is not None:
             # A cache, not the user's packages: it would fill the private quota.
-            env["PIP_CACHE_DIR"] = str(Path(request.scratch_dir).absolute() / ".cache" / "pip")
-        # glibc reserves 64 MB of address space per thread arena; under RLIMIT_AS those
-        # reservations, not memory in use, would eat the session's limit.
-        env["MALLOC_ARENA_MAX"] = "2"
+            env["PIP_CACHE_DIR"] = str(scratch / ".cache" / "pip")
+        if cgroup is None:
+            # glibc reserves 64 MB of address space per thread arena; under RLIMIT_AS those
+            # reservations, not memory in use, would eat the session's limit.
+            env["MALLOC_ARENA_MAX"] = "2"
+        if account is not None:
+            env.update(USER=account.name, LOGNAME=account.name, SHELL="/bin/bash")
+            env["JUPYTER_RUNTIME_DIR"] = SANDBOX_RUNTIME_DIR
         # Jupyter reads its token from here; on the command line any local user could read it.
         env["JUPYTER_TOKEN"] = token
-        env[SESSION_ENV] = session_id
+        env[SESSION_ENV] = request.session_id
         env[RUNTIME_ENV] = str(self.runtime_dir)
         return env
-
-    def _reserve_port(self) -> tuple[int, int]:
-        """A free port and the fd of its locked lock file; whoever holds the fd owns the port."""
-        low, high = self.port_range
-        ports = list(range(low, high + 1))
-        # Start at a random place so that concurrent workers rarely try the same locks.
-        offset = random.randrange(len(ports))
-        for port in ports[offset:] + ports[:offset]:
-            fd = os.open(
-                self.runtime_dir / "ports" / f"{port}.lock",
-                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            # The lock keeps out our other workers; the bind check, programs outside the portal.
-            if _port_is_free(port):
-                return port, fd
-            os.close(fd)
-        raise TransientSpawnerError(f"No free port between {low} and {high}; try again later.")
-
-    def _marked_processes(self) -> Iterator[tuple[psutil.Process, dict[str, str]]]:
-        """The processes of this runtime directory's sessions, with their environment."""
-        runtime_dir = str(self.runtime_dir)
-        for proc in psutil.process_iter(["environ"]):
-            env = proc.info["environ"] or {}
-            if env.get(RUNTIME_ENV) == runtime_dir and SESSION_ENV in env:
-                yield proc, env
-
-
-def _resolve_command(command: list[str]) -> list[str]:
-    """Resolve a relative program against the venv's bin (where Jupyter is installed), then PATH."""
-    if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
-        raise SpawnerError(f"Invalid server command {command!r}.")
-    program = command[0]
-    if not os.path.isabs(program):
-        in_venv = Path(sys.executable).parent / program
-        found = str(in_venv) if os.access(in_venv, os.X_OK) else shutil.which(program)
-        if found is None:
-            raise SpawnerError(f"Cannot find the server program {program!r}.")
-        program = found
-    return [program, *command[1:]]
-
-
-def _server_args(port: int, base_url: str, home: Path) -> list[str]:
-    args = [
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        # Never fall back to another port: the caller knows only this one, and the lock is for it.
-        "--ServerApp.port_retries=0",
-        f"--ServerApp.base_url={base_url}",
-        f"--ServerApp.root_dir={home}",
-    ]
-    if os.geteuid() == 0:
-        # Jupyter refuses to run as root unless told; sessions run as the worker's user.
-        args.append("--ServerApp.allow_root=True")
-    return args
-
-
-def _prepare_home(request: SpawnRequest, home: Path) -> Path | None:
-    """Link scratch into the home and refresh the user's Python environment (its ``bin``).
-
-    Neither blocks the session: a home where they cannot be made still gets its server.
-    """
-    if request.scratch_dir is not None:
-        _link(home / SCRATCH_LINK, Path(request.scratch_dir).absolute())
-    try:
-        return user_python.user_python_ensure(home / ".local")
-    except (OSError, ValueError) as exc:
-        logger.warning("Session %s: no Python environment in the home: %s", request.session_id, exc)
-        return None
-
-
-def _link(link: Path, target: Path) -> None:
-    """Make ``link`` a symbolic link to ``target``, unless the user has something else there."""
-    try:
-        if os.readlink(link) == str(target):
-            return
-    except FileNotFoundError:
-        pass
-    except OSError:  # not a link: the user's own file or folder, which is left alone
-        logger.warning("%s is not a link to %s: left as it is", link, target)
-        return
-    # A new link renamed over the old one: the path is never missing or half made.
-    tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
-    try:
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
-    except OSError as exc:
-        logger.warning("Cannot link %s to %s: %s", link, target, exc)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def _make_private_dir(path: Path) -> None:
     if not path.is_dir():
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.chmod(0o700)  # mkdir's mode passes through the umask
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Tornado binds with SO_REUSEADDR, so a port in TIME_WAIT is free for Jupyter too.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _process(pid: int, create_time: float) -> psutil.Process | None:
-    """The process with this pid if it is the one started at ``create_time`` (pids get reused)."""
-    if pid <= 0:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        # psutil derives create_time from the boot time, which shifts when the clock is stepped.
-        return proc if abs(proc.create_time() - create_time) < 1.0 else None
-    except psutil.Error:
-        return None
-
-
-def _own_child_running(pid: int, create_time: float) -> bool:
-    """Whether ``pid`` is a server this OS process started and has not exited (no /proc read)."""
-    entry = _children.get(pid)
-    return entry is not None and entry[0] == create_time and entry[1].poll() is None
-
-
-def _alive(proc: psutil.Process) -> bool:
-    """Whether ``proc`` runs; a zombie does not, and if it is one of our servers it is reaped."""
-    entry = _children.get(proc.pid)
-    if entry is not None:
-        entry[1].poll()  # waitpid(WNOHANG) for a child; only returns the code of a reaped one
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _signal(
-    leader: psutil.Process | None, targets: set[psutil.Process], sig: signal.Signals
-) -> None:
-    # The group catches a process the server forks right now; only a live, verified leader's group
-    # is signalled, since a dead leader's pid (and so its group id) may belong to someone else.
-    if leader is not None:
-        with contextlib.suppress(OSError):
-            if os.getpgid(leader.pid) == leader.pid != os.getpgrp():
-                os.killpg(leader.pid, sig)
-    for proc in targets:
-        with contextlib.suppress(psutil.Error):  # psutil refuses to signal a reused pid
-            proc.send_signal(sig)
-
-
-def _wait_gone(procs: set[psutil.Process], timeout: float) -> set[psutil.Process]:
-    """Wait until the processes are gone or zombies; return those still running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = {proc for proc in procs if _alive(proc)}
-        if not procs or time.monotonic() >= deadline:
-            return procs
-        time.sleep(0.05)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=READY_TIMEOUT_SECONDS).close()
-    except OSError:
-        return False
-    return True
-
-
-def _listens_on(proc: psutil.Process, port: int) -> bool:
-    try:
-        connections = proc.net_connections(kind="tcp")
-    except psutil.Error:
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
-
-
-def _answers(port: int, base_url: str, token: str) -> bool:
-    """Whether the server at ``port`` knows this base URL and accepts this token."""
-    with requests.Session() as http:
-        # A proxy from the worker's environment must neither see the token nor answer for us.
-        http.trust_env = False
-        try:
-            response = http.get(
-                f"http://127.0.0.1:{port}{base_url}api/status",
-                headers={"Authorization": f"token {token}"},
-                timeout=READY_TIMEOUT_SECONDS,
-                allow_redirects=False,
-            )
-        except requests.RequestException:
-            return False
-    return response.status_code == 200
-
-
-def _gone_message(pid: int, create_time: float, state: State) -> str:
-    entry = _children.get(pid)
-    ours = entry is not None and abs(entry[0] - create_time) < 1.0
-    code = entry[1].returncode if entry is not None and ours else None
-    if code is None:
-        message = "The Jupyter server is no longer running."
-    elif code < 0:
-        message = f"The Jupyter server was killed by signal {-code}."
-    else:
-        message = f"The Jupyter server exited with code {code}."
-    tail = _log_tail(str(state.get("log_path", "")))
-    return f"{message} Last lines of its log:\n{tail}" if tail else message
-
-
-def _log_tail(path: str, lines: int = 10, max_bytes: int = 4096) -> str:
-    try:
-        with open(path, "rb") as log:
-            log.seek(max(0, os.path.getsize(path) - max_bytes))
-            text = log.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])

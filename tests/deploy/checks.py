@@ -11,6 +11,7 @@ returns the problems it found, one readable line each; an empty list means the c
 from __future__ import annotations
 
 import ast
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -922,6 +923,46 @@ def check_images_pinned(m: Manifests) -> list[str]:
 
 
 #: The checks that apply to the base and to every overlay.
+def _refuses_everyone(ranges: object) -> bool:
+    """Whether a whitelist-source-range admits loopback at most: no client of the ingress."""
+    if not isinstance(ranges, str) or not ranges.strip():
+        return False
+    try:
+        networks = [ipaddress.ip_network(part.strip()) for part in ranges.split(",")]
+    except ValueError:
+        return False
+    return all(network.is_loopback for network in networks)
+
+
+def check_forward_auth_not_public(m: Manifests) -> list[str]:
+    """No public host routes the portal's forward-auth endpoints (``/auth/``): an allowed
+    answer carries a session server's credential, for the ingress controller alone (its
+    subrequests go to the web Service directly, not through an Ingress)."""
+    problems = []
+    guarded: set[str] = set()
+    routed: dict[str, str] = {}
+    for ingress in m.of_kind("Ingress"):
+        annotations = ingress["metadata"].get("annotations") or {}
+        refuses = _refuses_everyone(
+            annotations.get("nginx.ingress.kubernetes.io/whitelist-source-range")
+        )
+        for rule in ingress["spec"].get("rules", []):
+            host = rule.get("host", "")
+            for path in (rule.get("http") or {}).get("paths", []):
+                prefix = str(path.get("path", ""))
+                if prefix == "/auth/" and path.get("pathType") == "Prefix" and refuses:
+                    guarded.add(host)
+                elif "/auth/".startswith(prefix) or prefix.startswith("/auth/"):
+                    routed[host] = _name(ingress)
+    for host, name in routed.items():
+        if host not in guarded:
+            problems.append(
+                f"{name}: routes /auth/ on {host or 'every host'} to the portal; add an Ingress "
+                "for the /auth/ prefix that refuses every client (whitelist-source-range)"
+            )
+    return problems
+
+
 CHECKS: dict[str, Check] = {
     "names": check_names,
     "labels": check_labels,
@@ -937,4 +978,5 @@ CHECKS: dict[str, Check] = {
     "namespaces": check_namespaces,
     "scratch": check_scratch,
     "settings_agree": check_settings_agree,
+    "forward_auth_not_public": check_forward_auth_not_public,
 }

@@ -407,3 +407,20 @@ def test_images_check_reports_unpinned_images(base: checks.Manifests) -> None:
 
     assert reported(problems, "portal-web", "not pinned")
     assert not reported(problems, "portal-worker")
+
+
+# --- the forward-auth endpoints stay internal ---------------------------------------------------
+
+
+def test_forward_auth_check_reports_auth_routed_to_the_public(base: checks.Manifests) -> None:
+    # Without the refusing Ingress, the site's "/" would route /auth/ to the portal.
+    base.objects.remove(find(base, "Ingress", "portal-forward-auth"))
+
+    assert reported(checks.check_forward_auth_not_public(base), "portal", "/auth/")
+
+
+def test_forward_auth_check_reports_a_refusal_that_admits_clients(base: checks.Manifests) -> None:
+    annotations = find(base, "Ingress", "portal-forward-auth")["metadata"]["annotations"]
+    annotations["nginx.ingress.kubernetes.io/whitelist-source-range"] = "0.0.0.0/0"
+
+    assert reported(checks.check_forward_auth_not_public(base), "/auth/")

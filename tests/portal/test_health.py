@@ -31,7 +31,12 @@ def test_readyz_checks_the_database_and_the_broker(client: Client) -> None:
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    body = response.json()
+    assert {key: body[key] for key in ("status", "database", "broker")} == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+    }
 
 
 def test_readyz_is_unavailable_when_the_broker_does_not_answer(client: Client) -> None:
@@ -46,7 +51,12 @@ def test_readyz_is_unavailable_when_the_broker_does_not_answer(client: Client) -
         app.conf["broker_write_url"] = before
 
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "database": "ok", "broker": "unavailable"}
+    body = response.json()
+    assert {key: body[key] for key in ("status", "database", "broker")} == {
+        "status": "unavailable",
+        "database": "ok",
+        "broker": "unavailable",
+    }
 
 
 def test_readyz_is_unavailable_when_the_database_does_not_answer(

@@ -1,11 +1,11 @@
-"""The embedded default, as `make run` starts it: SQLite, the filesystem broker, a real worker
-and beat, the local spawner - from launch through the API to a stopped session."""
+"""The embedded default, as `make run` starts it: SQLite, the embedded broker (runportal's own
+redis-server), a real worker and beat, the local spawner - from launch through the API to a
+stopped session."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +18,9 @@ import pytest
 import requests
 from django.conf import settings
 
+from tests.portal.embedded import free_fixed_port
+
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _embedded_env(var_dir: Path) -> dict[str, str]:
@@ -39,7 +35,7 @@ def _embedded_env(var_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 def portal(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    port = _free_port()
+    port = free_fixed_port()  # outside the ephemeral range a client socket could hold
     env = _embedded_env(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "manage.py", "runportal", "--port", str(port)],
@@ -93,7 +89,7 @@ def test_make_run_serves_a_working_portal_on_the_embedded_default(portal: dict[s
     assert api.post(f"{base}/terms/accept/", json={"version": version}).status_code == 201
     assert api.post(f"{base}/session/", json={"environment": "ecmwf-dss"}).status_code == 201
 
-    # then the worker (through the filesystem broker) brings a real JupyterLab up
+    # then the worker (through the embedded broker) brings a real JupyterLab up
     deadline = time.monotonic() + 90
     session = api.get(f"{base}/session/").json()
     while session["state"] != "running":
@@ -101,7 +97,11 @@ def test_make_run_serves_a_working_portal_on_the_embedded_default(portal: dict[s
         assert time.monotonic() < deadline, session
         time.sleep(0.2)
         session = api.get(f"{base}/session/").json()
-    assert requests.get(session["url"], timeout=10).status_code == 200
+    # on the portal's own address, through the router: the owner's portal token opens it,
+    # nobody else gets in.
+    assert session["url"] == f"{portal['base']}/user/admin/lab"
+    assert api.get(session["url"].replace("/lab", "/api/status"), timeout=10).status_code == 200
+    assert requests.get(session["url"], timeout=10).status_code == 401
 
     # and stopping it through the API ends it
     assert api.delete(f"{base}/session/").status_code == 202

@@ -101,7 +101,8 @@ def test_launch_runs_a_pod_reached_through_its_route_until_the_user_stops_it(
     pod = kube_server.get("pods", NS, name)
     assert pod is not None
     assert pod["spec"]["priorityClassName"] == "session-small"
-    assert session.url.startswith(f"{PUBLIC_URL}/user/{flow.username}/lab?token=")
+    # No token in the URL: the ingress adds the server's credential after the forward-auth.
+    assert session.url == f"{PUBLIC_URL}/user/{flow.username}/lab"
     assert session.expires_at is not None and session.started_at is not None
     # The countdown starts with the pod (its deadline counts from there).
     pod_start = datetime.fromisoformat(pod["status"]["startTime"].replace("Z", "+00:00"))
@@ -111,9 +112,16 @@ def test_launch_runs_a_pod_reached_through_its_route_until_the_user_stops_it(
     assert clock_start <= session.started_at
     # The API and the session page show the route; the forward-auth endpoint lets the owner in.
     assert api.get("/api/v1/session/").json()["url"] == session.url
-    assert api.get(reverse("session-route-auth", args=[session_id])).status_code == 200
+    allowed = api.get(reverse("session-route-auth", args=[session_id]))
+    assert allowed.status_code == 200
+    token = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}[
+        "JUPYTER_TOKEN"
+    ]
+    assert allowed.headers["Authorization"] == f"token {token}"
     page = api.get("/session/")
     assert session.url in page.content.decode()
+    for answer in (page, api.get("/api/v1/session/")):
+        assert token not in answer.content.decode()
     # Someone else's browser gets no further than the sign-in.
     assert client.get(reverse("session-route-auth", args=[session_id])).status_code == 401
 

@@ -502,6 +502,11 @@ _INIT_SC: Path_ = (*_INIT, "securityContext")
 _PATH: Path_ = ("spec", "rules", 0, "http", "paths", 0)
 _LABELS: Path_ = ("metadata", "labels")
 _AUTH_URL: Path_ = ("metadata", "annotations", "nginx.ingress.kubernetes.io/auth-url")
+_AUTH_RESPONSE_HEADERS: Path_ = (
+    "metadata",
+    "annotations",
+    "nginx.ingress.kubernetes.io/auth-response-headers",
+)
 
 BREAKAGES: dict[str, Breakage] = {
     # Names.
@@ -784,6 +789,18 @@ BREAKAGES: dict[str, Breakage] = {
         _set(_AUTH_URL, _DELETE),
         ingress_promises,
         "auth-url",
+    ),
+    "no-credential-from-the-forward-auth": Breakage(
+        "ingress",
+        _set(_AUTH_RESPONSE_HEADERS, "Cookie"),
+        ingress_promises,
+        "auth-response-headers",
+    ),
+    "credential-header-name-ingress-nginx-refuses": Breakage(
+        "ingress",
+        _set(_AUTH_RESPONSE_HEADERS, "Authorization, X Token"),
+        ingress_promises,
+        "auth-response-headers",
     ),
     "host-is-an-ip-address": Breakage(
         "ingress", _set(("spec", "rules", 0, "host"), "10.0.0.5"), _general("ingress"), "not an IP"

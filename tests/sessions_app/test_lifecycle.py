@@ -62,7 +62,7 @@ def test_launch_runs_a_real_jupyterlab_until_the_user_stops_it(
     # then the worker brings a JupyterLab up that answers at the session's URL
     session = wait_for(result.session.pk, in_state(Session.State.RUNNING))
     assert f"/user/{accepted.username}/" in session.url
-    assert server_answers(session.url)
+    assert server_answers(session.spawner_state)
     assert session.started_at is not None
     assert session.expires_at == session.started_at + environment.max_duration
     pids = _server_pids(session)
@@ -115,7 +115,7 @@ def test_the_sweep_stops_overdue_sessions_whose_deadline_task_was_lost(
 
     # then the session is expired and its server is gone
     session = wait_for(session.pk, in_state(Session.State.EXPIRED))
-    assert not server_answers(session.spawner_state["url"])
+    assert not server_answers(session.spawner_state)
 
 
 def test_reconcile_ends_a_session_whose_server_died_and_stops_unknown_servers(
@@ -130,6 +130,7 @@ def test_reconcile_ends_a_session_whose_server_died_and_stops_unknown_servers(
     stray = SpawnRequest(
         session_id=str(uuid.uuid4()),
         username="nobody",
+        user_id=99_999,
         memory_mb=2048,
         cpus=1,
         duration_seconds=600,

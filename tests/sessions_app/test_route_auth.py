@@ -1,25 +1,44 @@
-"""The forward-auth endpoint that the ingress controller asks before each request into a session.
+"""The forward-auth endpoints that the routers ask before each request into a session: the
+Kubernetes Ingress's (``/auth/session/<id>/``) and the local nginx's (``/auth/route/``, the route
+in ``X-Original-URI``), and the refusal page nginx shows.
 
-The authorization matrix covers every kind of caller; this file covers the session's side: its
-state, a session id that does not exist, and what the answer carries.
+The authorization matrix covers every kind of caller; this file covers the session's side (its
+state, an id that does not exist, someone else's route) and what the answer carries: the
+server's credential and socket for the router, the caller's cookies without the portal's.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from portal.tokens import token_issue, token_revoke, tokens_live_for
 from sessions_app.models import Environment, Session
+from sessions_app.spawners import get_spawner
 from suspension_app.services import suspension_impose
 from tests.conftest import login_verified
 
 pytestmark = pytest.mark.django_db
+
+TOKEN = "the-servers-own-token"
+SOCKET = "/run/jupyter-sessions/abc/jupyter.sock"
+
+
+@pytest.fixture(autouse=True)
+def _local_spawner(settings: Any) -> Iterator[None]:
+    settings.SPAWNER = "local"
+    get_spawner.cache_clear()
+    yield
+    get_spawner.cache_clear()
 
 
 def _session(user: User, environment: Environment, state: str) -> Session:
@@ -33,12 +52,21 @@ def _session(user: User, environment: Environment, state: str) -> Session:
         started_at=now if running else None,
         expires_at=now + environment.max_duration if running else None,
         ended_at=now if state in ("stopped", "expired", "failed") else None,
+        # What the local back-end keeps for a server (sessions_app/spawners/local.py).
+        spawner_state={"socket": SOCKET, "token": TOKEN, "session_id": "x"},
     )
 
 
 def _ask(client: Client, session_id: uuid.UUID) -> tuple[int, str]:
     response = client.get(reverse("session-route-auth", args=[session_id]))
     return response.status_code, response.content.decode()
+
+
+def _ask_route(client: Client, uri: str, **headers: str) -> Any:
+    return client.get(reverse("route-auth"), headers={"X-Original-URI": uri, **headers})
+
+
+# --- one session's route (the Ingress) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -60,9 +88,10 @@ def test_only_a_starting_or_running_session_of_ones_own_lets_requests_through(
     login_verified(client, owner)
 
     assert _ask(client, session.pk)[0] == status
+    assert _ask_route(client, "/user/owner/lab").status_code == status
 
 
-def test_the_answer_is_never_a_redirect_and_names_the_user(
+def test_the_answer_is_never_a_redirect_and_hands_the_router_the_credential(
     client: Client, owner: User, environment: Environment
 ) -> None:
     session = _session(owner, environment, "running")
@@ -73,8 +102,10 @@ def test_the_answer_is_never_a_redirect_and_names_the_user(
 
     assert anonymous.status_code == 401
     assert "Location" not in anonymous.headers
+    assert TOKEN not in str(anonymous.headers)
     assert allowed.status_code == 200
     assert allowed.headers["X-Portal-User"] == "owner"
+    assert allowed.headers["Authorization"] == f"token {TOKEN}"
     assert "no-cache" in allowed.headers["Cache-Control"]
 
 
@@ -93,12 +124,16 @@ def test_a_suspension_refuses_the_next_request_while_the_session_still_runs(
     session = _session(owner, environment, "running")
     login_verified(client, owner)
     assert _ask(client, session.pk)[0] == 200
+    assert _ask_route(client, "/user/owner/lab").status_code == 200
 
     suspension_impose(user=owner, reason="Cleanup circumvented.", imposed_by=staff)
 
     status, body = _ask(client, session.pk)
     assert status == 403
     assert "Cleanup circumvented." in body
+    refused = _ask_route(client, "/user/owner/api/kernels")
+    assert refused.status_code == 403
+    assert "Authorization" not in refused.headers
 
 
 def test_only_get_is_answered(client: Client, owner: User, environment: Environment) -> None:
@@ -108,3 +143,145 @@ def test_only_get_is_answered(client: Client, owner: User, environment: Environm
     response = client.post(reverse("session-route-auth", args=[session.pk]))
 
     assert response.status_code == 405
+
+
+# --- the local router: the route in the URI -----------------------------------------------------
+
+
+def test_the_owner_passes_to_their_own_servers_socket(
+    client: Client, owner: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+    login_verified(client, owner)
+
+    response = _ask_route(client, "/user/owner/api/kernels?x=1")
+
+    assert response.status_code == 200
+    assert response.headers["Authorization"] == f"token {TOKEN}"
+    assert response.headers["X-Jupyter-Upstream"] == f"unix:{SOCKET}"
+
+
+def test_someone_elses_route_is_refused_even_with_a_running_session_of_ones_own(
+    client: Client, owner: User, other_user: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+    _session(other_user, environment, "running")
+    login_verified(client, other_user)
+
+    for uri in ("/user/owner/lab", "/user/owner/api/kernels", "/user/%6Fwner/lab", "/elsewhere"):
+        response = _ask_route(client, uri)
+
+        assert response.status_code == 403, uri
+        assert "Authorization" not in response.headers
+    assert _ask_route(client, "/user/other/lab").status_code == 200
+
+
+def test_a_portal_token_opens_ones_own_route_and_a_revoked_one_does_not(
+    client: Client, owner: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+    raw = token_issue(user=owner)
+
+    allowed = _ask_route(client, "/user/owner/api/status", Authorization=f"Bearer {raw}")
+    token_revoke(tokens_live_for(owner).get())
+    revoked = _ask_route(client, "/user/owner/api/status", Authorization=f"Bearer {raw}")
+
+    assert allowed.status_code == 200
+    assert allowed.headers["X-Jupyter-Upstream"] == f"unix:{SOCKET}"
+    assert revoked.status_code == 401
+    assert "Authorization" not in revoked.headers
+
+
+def test_a_signed_in_browser_without_the_second_factor_is_asked_to_finish(
+    client: Client, owner: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+    client.force_login(owner)
+
+    response = _ask_route(client, "/user/owner/lab")
+
+    assert response.status_code == 401
+    assert "Finish signing in" in response.content.decode()
+
+
+def test_the_servers_get_the_callers_cookies_without_the_portals(
+    client: Client, owner: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+    login_verified(client, owner)
+    client.cookies["_xsrf"] = "jupyters-own"
+    client.cookies[django_settings.CSRF_COOKIE_NAME] = "portal-csrf"
+
+    response = _ask_route(client, "/user/owner/lab")
+
+    forwarded = response.headers["Cookie"]
+    assert "_xsrf=jupyters-own" in forwarded
+    assert django_settings.SESSION_COOKIE_NAME not in forwarded
+    assert "portal-csrf" not in forwarded
+
+
+def test_every_copy_of_a_portal_cookie_is_stripped() -> None:
+    from sessions_app.route_auth import without_portal_cookies
+
+    header = "sessionid=planted; a=1; sessionid=real;csrftoken=c; _xsrf=x"
+
+    assert without_portal_cookies(header) == "a=1; _xsrf=x"
+    assert without_portal_cookies("sessionid=only") == ""
+
+
+# --- what nginx shows when it refused -----------------------------------------------------------
+
+
+def _refusal(client: Client, uri: str, accept: str, method: str = "GET") -> Any:
+    return client.get(
+        reverse("route-refusal"),
+        headers={"X-Original-URI": uri, "X-Original-Method": method, "Accept": accept},
+    )
+
+
+def test_a_browser_that_is_not_signed_in_goes_to_the_sign_in_and_comes_back(
+    client: Client, owner: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+
+    response = _refusal(client, "/user/owner/lab/tree/a b.ipynb?x=1&y=2", "text/html,*/*")
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == (
+        "/login/?next=%2Fuser%2Fowner%2Flab%2Ftree%2Fa+b.ipynb%3Fx%3D1%26y%3D2"
+    )
+
+
+def test_programs_get_the_apis_json_errors(
+    client: Client, owner: User, other_user: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+
+    anonymous = _refusal(client, "/user/owner/api/status", "*/*")
+    login_verified(client, other_user)
+    not_theirs = _refusal(client, "/user/owner/api/status", "application/json")
+
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == "not_authenticated"
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert not_theirs.status_code == 403
+    assert not_theirs.json() == {
+        "detail": "This is not your session, or it is not running.",
+        "code": "not_your_session",
+    }
+
+
+def test_a_person_refused_sees_a_page_that_says_why(
+    client: Client, owner: User, staff: User, environment: Environment
+) -> None:
+    _session(owner, environment, "running")
+    login_verified(client, owner)
+    suspension_impose(user=owner, reason="Cleanup circumvented.", imposed_by=staff)
+
+    response = _refusal(client, "/user/owner/lab", "text/html")
+
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "You cannot open this session" in page
+    assert "Cleanup circumvented." in page
+    assert TOKEN not in page

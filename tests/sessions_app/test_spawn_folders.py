@@ -7,6 +7,7 @@ so nothing needs the network.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -27,13 +29,15 @@ from rest_framework.test import APIClient
 
 from sessions_app.models import Environment, Session
 from sessions_app.services import session_launch, session_request_stop
-from sessions_app.spawners.base import SpawnRequest
+from sessions_app.spawners.base import SpawnRequest, State
+from sessions_app.spawners.isolation import IsolationConfig
 from sessions_app.spawners.local import LocalProcessSpawner
 from sessions_app.spawners.user_python import user_python_ensure
 from storage_app.layout import home_path, scratch_path
 from tests.conftest import login_verified
 from tests.sessions_app.jupyter_kernel import execute, start_kernel
 from tests.sessions_app.lifecycle import in_state, wait_for
+from tests.sessions_app.unix_forward import forward
 
 GIT_ENV = {
     "PATH": os.environ.get("PATH", os.defpath),
@@ -94,9 +98,11 @@ def launch_running(user: User) -> Session:
 def run_in_new_kernel(session: Session, code: str) -> Any:
     """Run ``code`` in a new kernel of the session's server; it prints one JSON value."""
     state = session.spawner_state
-    url = f"http://127.0.0.1:{state['port']}{state['base_url']}"
-    kernel_id = start_kernel(url, state["token"])
-    result = execute(url, state["token"], kernel_id, code, timeout=180)
+    # The server listens on its Unix socket only; the router's own tests go through nginx.
+    with forward(state["socket"]) as base:
+        url = f"{base}{state['base_url']}"
+        kernel_id = start_kernel(url, state["token"])
+        result = execute(url, state["token"], kernel_id, code, timeout=180)
     assert result.status == "ok", (result.ename, result.stdout)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -106,7 +112,11 @@ import json, subprocess, sys
 # As `!pip install …` or a terminal does it: the pip found on the session's PATH.
 done = subprocess.run(["pip", "install", "--no-index", {wheel!r}], capture_output=True, text=True)
 open("scratch/hello.txt", "w").write("written from the session")
-print(json.dumps([done.returncode, done.stdout[-500:] + done.stderr[-1000:], sys.executable]))
+import os
+print(json.dumps([
+    done.returncode, done.stdout[-500:] + done.stderr[-1000:], sys.executable, os.getcwd(),
+    os.getuid(),
+]))
 """
 
 NEXT_SESSION = """
@@ -144,19 +154,22 @@ def test_a_session_gets_its_three_folders_and_pip_installs_persist(
     git(origin, "init", "-q")
     first = commit_file(origin, "welcome.ipynb", '{"cells": []}\n')
     settings.NOTEBOOKS_LIBRARY_URL = f"file://{origin}"
-    wheels = tmp_path / "wheels"
+    # The session sees only its own folders: the wheels are put in its scratch, as a user's
+    # download would be.
+    wheels = scratch_path(accepted) / "wheels"
     wheel_1, wheel_2 = make_wheel(wheels, "1.0"), make_wheel(wheels, "2.0")
 
     # When the user launches a session
     session = launch_running(accepted)
 
-    # then its working directory is the private home, only the user's
+    # then the home is private, owned by the user's own OS account
     home, scratch = home_path(accepted), scratch_path(accepted)
+    uid = session.spawner_state["uid"]
+    assert uid != os.getuid()
     info = home.stat()
-    assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, os.getuid())
-    assert psutil.Process(session.spawner_state["pid"]).cwd() == str(home)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, uid)
     # scratch is private too, and reachable from the home
-    assert stat.S_IMODE(scratch.stat().st_mode) == 0o700
+    assert (stat.S_IMODE(scratch.stat().st_mode), scratch.stat().st_uid) == (0o700, uid)
     assert os.readlink(home / "scratch") == str(scratch)
     # the library is a read-only clone of the repository's head, and the user is told so
     library = home / "notebooks-library"
@@ -173,9 +186,13 @@ def test_a_session_gets_its_three_folders_and_pip_installs_persist(
     assert api.get("/api/v1/session/").json()["library_status"] == session.library_status
 
     # When the user installs a package with pip in a kernel, and writes to scratch
-    code, output, kernel_python = run_in_new_kernel(session, PIP_INSTALL.format(wheel=str(wheel_1)))
+    code, output, kernel_python, cwd, kernel_uid = run_in_new_kernel(
+        session, PIP_INSTALL.format(wheel=str(wheel_1))
+    )
 
-    # then the package is in the home, not in the portal's environment; the file in scratch
+    # then the kernel runs as the user's account, in the home
+    assert (cwd, kernel_uid) == (str(home), uid)
+    # the package is in the home, not in the portal's environment; the file in scratch
     assert code == 0, output
     site_packages = home / ".local" / "lib" / f"python{sysconfig.get_python_version()}"
     assert (site_packages / "site-packages" / f"{PACKAGE}.py").is_file()
@@ -213,6 +230,8 @@ def sleeper_request(tmp_path: Path, scratch: Path | None) -> SpawnRequest:
     return SpawnRequest(
         session_id=uuid.uuid4().hex,
         username="alice",
+        # An account number of its own, far from the test database's.
+        user_id=99_001,
         memory_mb=2048,
         cpus=1,
         duration_seconds=600,
@@ -222,12 +241,38 @@ def sleeper_request(tmp_path: Path, scratch: Path | None) -> SpawnRequest:
     )
 
 
-def test_the_server_gets_the_install_locations_in_the_home(tmp_path: Path) -> None:
-    spawner = LocalProcessSpawner(tmp_path / "run")
-    request = sleeper_request(tmp_path, tmp_path / "scratch" / "alice")
+# Both modes: multi-user (root, the default here) sandboxes the server as the user's account;
+# single-user (LOCAL_ISOLATION=off) runs it as the portal's user.
+MODES = pytest.mark.parametrize("mode", ["auto", "off"])
+
+
+def sleeper_spawner(tmp_path: Path, mode: str) -> LocalProcessSpawner:
+    return LocalProcessSpawner(tmp_path / "run", isolation=IsolationConfig(mode=mode))
+
+
+def sleeper_started(spawner: LocalProcessSpawner, request: SpawnRequest) -> tuple[State, Any]:
+    """Start the stand-in server; return its state and its process once it runs (the session's
+    first program prepares the home before it starts the server)."""
     state = spawner.start(request, progress=lambda message: None)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for proc in [psutil.Process(state["pid"]), *psutil.Process(state["pid"]).children(True)]:
+            with contextlib.suppress(psutil.Error):
+                if proc.cmdline()[: len(SLEEPER)] == SLEEPER:
+                    return state, proc
+        time.sleep(0.05)
+    log = Path(state["log_path"]).read_text(errors="replace")
+    spawner.stop(state)
+    raise AssertionError(f"the stand-in server did not start; its log:\n{log}")
+
+
+@MODES
+def test_the_server_gets_the_install_locations_in_the_home(tmp_path: Path, mode: str) -> None:
+    spawner = sleeper_spawner(tmp_path, mode)
+    request = sleeper_request(tmp_path, tmp_path / "scratch" / "alice")
+    state, server = sleeper_started(spawner, request)
     try:
-        env = psutil.Process(state["pid"]).environ()
+        env = server.environ()
     finally:
         spawner.stop(state)
 
@@ -245,15 +290,16 @@ def test_the_server_gets_the_install_locations_in_the_home(tmp_path: Path) -> No
     assert Path(kernel["argv"][0]).parent == home / ".local" / "bin"
 
 
-def test_a_folder_of_the_users_own_named_scratch_is_left_alone(tmp_path: Path) -> None:
+@MODES
+def test_a_folder_of_the_users_own_named_scratch_is_left_alone(tmp_path: Path, mode: str) -> None:
     # Given a home where the user made a folder called "scratch" themselves
     request = sleeper_request(tmp_path, tmp_path / "scratch" / "alice")
     (request.home_dir / "scratch").mkdir(parents=True)
     (request.home_dir / "scratch" / "notes.txt").write_text("mine")
-    spawner = LocalProcessSpawner(tmp_path / "run")
+    spawner = sleeper_spawner(tmp_path, mode)
 
     # When a session starts
-    state = spawner.start(request, progress=lambda message: None)
+    state, _ = sleeper_started(spawner, request)
     spawner.stop(state)
 
     # then the folder is still the user's, with what they put in it
@@ -261,13 +307,14 @@ def test_a_folder_of_the_users_own_named_scratch_is_left_alone(tmp_path: Path) -
     assert (request.home_dir / "scratch" / "notes.txt").read_text() == "mine"
 
 
-def test_a_stale_scratch_link_is_pointed_at_the_users_scratch(tmp_path: Path) -> None:
+@MODES
+def test_a_stale_scratch_link_is_pointed_at_the_users_scratch(tmp_path: Path, mode: str) -> None:
     request = sleeper_request(tmp_path, tmp_path / "scratch" / "alice")
     request.home_dir.mkdir(parents=True)
     (request.home_dir / "scratch").symlink_to(tmp_path / "old-scratch-root" / "alice")
-    spawner = LocalProcessSpawner(tmp_path / "run")
+    spawner = sleeper_spawner(tmp_path, mode)
 
-    state = spawner.start(request, progress=lambda message: None)
+    state, _ = sleeper_started(spawner, request)
     spawner.stop(state)
 
     assert os.readlink(request.home_dir / "scratch") == str(tmp_path / "scratch" / "alice")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 from kubernetes.client import ApiClient
 
-from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest, State
+from sessions_app.spawners.base import Route, ServerStatus, SpawnerError, SpawnRequest, State
 from sessions_app.spawners.kube import KubernetesSpawner, TransientSpawnerError
 from sessions_app.spawners.kube_objects import (
     NETWORK_POLICY_NAME,
@@ -88,11 +88,13 @@ class TestKubernetesSpawnerContract(SpawnerContract):
 
     def assert_url_answers(self, url: str) -> None:
         # No ingress controller runs here to follow the URL through. What it would follow is
-        # checked instead: the URL is on the portal's host, under a path that exactly one
-        # Ingress routes to a Service whose selector picks a pod that runs with this token.
+        # checked instead: the URL, without a token, is on the portal's host, under a path
+        # that exactly one Ingress routes (after the forward-auth, which hands it the
+        # server's credential) to a Service whose selector picks a pod that runs with the
+        # token the spawner's route gives.
         parts = urlsplit(url)
         assert f"{parts.scheme}://{parts.netloc}" == PUBLIC_URL
-        token = parts.query.removeprefix("token=")
+        assert parts.query == ""
         server = self._server
         ingresses = [
             ingress
@@ -102,6 +104,12 @@ class TestKubernetesSpawnerContract(SpawnerContract):
             if parts.path.startswith(path["path"]) and rule.get("host") == parts.hostname
         ]
         assert len(ingresses) == 1
+        annotations = ingresses[0]["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/auth-response-headers"] == (
+            "Authorization, Cookie"
+        )
+        session_id = ingresses[0]["metadata"]["labels"][SESSION_LABEL]
+        assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith(f"/{session_id}/")
         backend = ingresses[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
         service = server.get("services", NS, backend["name"])
         assert service is not None
@@ -113,11 +121,14 @@ class TestKubernetesSpawnerContract(SpawnerContract):
         ]
         assert len(pods) == 1
         env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
-        assert env["JUPYTER_TOKEN"] == token
+        [state] = [s.state for s in self._spawner.list_servers() if s.session_id == session_id]
+        route = self._spawner.route(state)
+        assert route == Route(upstream="", authorization=f"token {env['JUPYTER_TOKEN']}")
 
     @pytest.fixture(autouse=True)
     def _remember_server(self, kube_server: FakeApiServer) -> None:
         self._server = kube_server
+        self._spawner = make_spawner(kube_server)
 
 
 # --- Start: the objects, adoption and replacement ------------------------------------------------
@@ -145,7 +156,8 @@ def test_start_creates_the_sessions_objects_owned_by_its_pod(
     assert kube_server.get("persistentvolumeclaims", NS, home_claim_name("u~7")) is not None
     assert kube_server.get("networkpolicies", NS, NETWORK_POLICY_NAME) is not None
     assert state["pod"] == name
-    assert state["url"] == f"{PUBLIC_URL}/user/alice/lab?token={state['token']}"
+    assert state["url"] == f"{PUBLIC_URL}/user/alice/lab"
+    assert spawner.route(state) == Route(upstream="", authorization=f"token {state['token']}")
     assert messages == ["Preparing your private storage.", "Asking the cluster for your server."]
 
 

@@ -1,58 +1,116 @@
-"""The local back-end: real JupyterLab servers started from the venv, real OS limits."""
+"""The local back-end: real JupyterLab servers on Unix sockets, real OS accounts and limits.
+
+The contract suite runs in the mode the machine gives (multi-user as root); the single-user
+mode (``LOCAL_ISOLATION=off``) and the rlimits fallback have tests of their own.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import json
 import os
-import socket
 import stat
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
+from sessions_app.spawners import limits
 from sessions_app.spawners.base import (
+    Route,
     ServerStatus,
+    Spawner,
     SpawnerError,
     SpawnRequest,
     State,
-    TransientSpawnerError,
 )
-from sessions_app.spawners.limits import cgroup_parent
+from sessions_app.spawners.isolation import IsolationConfig
+from sessions_app.spawners.jupyter_args import resolve_command
 from sessions_app.spawners.local import SESSION_ENV, LocalProcessSpawner
+from sessions_app.spawners.os_accounts import (
+    SessionAccount,
+    account_ensure,
+    account_for,
+    private_dir_hand_over,
+)
+from sessions_app.spawners.processes import memory_label
+from sessions_app.spawners.unix_http import UnixHTTPConnection
 from tests.sessions_app.jupyter_kernel import execute, start_kernel
-from tests.sessions_app.spawner_contract import Launch, SpawnerContract, make_request, wait_for
+from tests.sessions_app.local_world import FIRST_TEST_PK, needs_isolation, socket_root
+from tests.sessions_app.spawner_contract import (
+    Launch,
+    SpawnerContract,
+    make_request,
+    wait_for,
+)
+from tests.sessions_app.unix_forward import forward
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-# A stand-in server for tests about the process rather than Jupyter: it ignores the Jupyter
-# arguments appended to it (they end up in its sys.argv) and sleeps.
+__all__ = ["socket_root"]  # a fixture
+
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+PK = FIRST_TEST_PK + 5
+OFF = IsolationConfig(mode="off")
+
+
+def get_over_socket(route: Route, path: str) -> int:
+    socket_path = route.upstream.removeprefix("unix:")
+    connection = UnixHTTPConnection(socket_path, 10)
+    try:
+        connection.request("GET", path, headers={"Authorization": route.authorization})
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 @pytest.mark.integration
 class TestLocalProcessSpawnerContract(SpawnerContract):
-    def make_spawner(self, tmp_path: Path) -> LocalProcessSpawner:
-        return LocalProcessSpawner(tmp_path / "run", stop_grace_seconds=5.0)
+    @pytest.fixture
+    def spawner(self, tmp_path: Path, socket_root: Path) -> Spawner:
+        self._spawner = LocalProcessSpawner(
+            tmp_path / "run",
+            socket_dir=socket_root,
+            stop_grace_seconds=5.0,
+            isolation=IsolationConfig(router_group="www-data" if os.geteuid() == 0 else None),
+        )
+        return self._spawner
+
+    def make_request(self, tmp_path: Path, username: str) -> SpawnRequest:
+        return make_request(tmp_path, username, user_id=PK + len(username))
+
+    def assert_url_answers(self, url: str) -> None:
+        # The session URL is the router's (no token in it); the router's tests go through
+        # nginx. Here: the URL's shape, and the route the router would take answers.
+        [server] = self._spawner.list_servers()
+        route = self._spawner.route(server.state)
+        assert route is not None
+        assert url == f"http://127.0.0.1:8000{server.state['base_url']}lab"
+        assert get_over_socket(route, f"{server.state['base_url']}lab") == 200
 
 
 @pytest.fixture
-def spawner(tmp_path: Path) -> LocalProcessSpawner:
-    return LocalProcessSpawner(tmp_path / "run")
+def spawner(tmp_path: Path, socket_root: Path) -> LocalProcessSpawner:
+    return LocalProcessSpawner(
+        tmp_path / "run", socket_dir=socket_root, isolation=IsolationConfig(router_group="www-data")
+    )
 
 
 @pytest.fixture
-def launch(spawner: LocalProcessSpawner, tmp_path: Path) -> Iterator[Launch]:
+def single_user(tmp_path: Path, socket_root: Path) -> LocalProcessSpawner:
+    return LocalProcessSpawner(tmp_path / "run", socket_dir=socket_root, isolation=OFF)
+
+
+@pytest.fixture
+def no_cgroups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without a writable cgroup: the rlimits fallback."""
+    monkeypatch.setattr(limits, "cgroup_layout", lambda *args, **kwargs: None)
+
+
+def _launcher(spawner: LocalProcessSpawner, tmp_path: Path) -> Iterator[Launch]:
     started: list[State] = []
 
     def launch(username: str = "alice", **overrides: object) -> tuple[SpawnRequest, State]:
+        overrides.setdefault("user_id", PK)
         request = make_request(tmp_path, username, **overrides)
         state = spawner.start(request, progress=lambda message: None)
         started.append(state)
@@ -64,301 +122,160 @@ def launch(spawner: LocalProcessSpawner, tmp_path: Path) -> Iterator[Launch]:
 
 
 @pytest.fixture
-def unused_port_pair() -> tuple[int, int]:
-    """Two consecutive ports nobody listens on, outside the default range of other tests."""
-    # Below Linux's ephemeral ports (32768 and up), which outgoing connections take at random.
-    for low in range(30000, 32700, 2):
-        if all(_bindable(port) for port in (low, low + 1)):
-            return low, low + 1
-    pytest.fail("no two free consecutive ports between 30000 and 32700 on this machine")
+def launch(spawner: LocalProcessSpawner, tmp_path: Path) -> Iterator[Launch]:
+    yield from _launcher(spawner, tmp_path)
 
 
-def _bindable(port: int) -> bool:
-    try:
-        with socket.create_server(("127.0.0.1", port)):
-            return True
-    except OSError:
-        return False
-
-
-class AlwaysOK(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def server_url(state: State) -> str:
-    return f"http://127.0.0.1:{state['port']}{state['base_url']}"
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie is dead; pid 1 here may never reap it)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def kill(proc: psutil.Process) -> None:
-    """Kill a process a failing test may leave behind; psutil refuses a reused pid."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        proc.kill()
-
-
-def group_members(pgid: int) -> list[int]:
-    members = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) == pgid and running(pid):
-                members.append(pid)
-        except ProcessLookupError:
-            pass
-    return members
+@pytest.fixture
+def launch_single(single_user: LocalProcessSpawner, tmp_path: Path) -> Iterator[Launch]:
+    yield from _launcher(single_user, tmp_path)
 
 
 @pytest.mark.integration
-def test_server_listens_on_loopback_only(spawner: LocalProcessSpawner, launch: Launch) -> None:
+@needs_isolation
+def test_the_server_listens_on_its_socket_only(
+    spawner: LocalProcessSpawner, launch: Launch
+) -> None:
     _, state = launch()
     wait_for(spawner, state, ServerStatus.RUNNING)
+    socket_path = Path(state["socket"])
+    cgroup = limits.session_cgroup(state["session_id"])
+    assert cgroup is not None
 
+    folder, sock = os.lstat(socket_path.parent), os.lstat(socket_path)
     listening = [
         c
-        for c in psutil.Process(state["pid"]).net_connections(kind="inet")
+        for pid in cgroup.pids()
+        for c in psutil.Process(pid).net_connections(kind="inet")
         if c.status == psutil.CONN_LISTEN
     ]
 
-    assert [(c.laddr.ip, c.laddr.port) for c in listening] == [("127.0.0.1", state["port"])]
+    assert (folder.st_uid, folder.st_gid) == (state["uid"], _gid("www-data"))
+    assert stat.S_IMODE(folder.st_mode) == 0o2750  # setgid: the socket gets the router's group
+    assert stat.S_ISSOCK(sock.st_mode) and stat.S_IMODE(sock.st_mode) == 0o660
+    assert (sock.st_uid, sock.st_gid) == (state["uid"], _gid("www-data"))
+    assert stat.S_IMODE(os.stat(spawner.socket_dir).st_mode) == 0o711
+    assert listening == []  # no TCP port at all
+
+
+def _gid(name: str) -> int:
+    import grp
+
+    return grp.getgrnam(name).gr_gid
 
 
 @pytest.mark.integration
-def test_token_is_in_the_environment_not_on_a_command_line_or_in_the_log(
+@needs_isolation
+def test_the_token_is_on_no_command_line_log_url_or_readable_file(
     spawner: LocalProcessSpawner, launch: Launch
 ) -> None:
     _, state = launch()
-    wait_for(spawner, state, ServerStatus.RUNNING)
-    kernel_id = start_kernel(server_url(state), state["token"])
-    assert execute(server_url(state), state["token"], kernel_id, "1").status == "ok"
-    server = psutil.Process(state["pid"])
+    result = wait_for(spawner, state, ServerStatus.RUNNING)
+    token = state["token"]
+    with forward(state["socket"]) as base:
+        url = f"{base}{state['base_url']}"
+        assert execute(url, token, start_kernel(url, token), "1").status == "ok"
+    cgroup = limits.session_cgroup(state["session_id"])
+    assert cgroup is not None
 
-    command_lines = [" ".join(p.cmdline()) for p in [server, *server.children(recursive=True)]]
+    command_lines = [" ".join(psutil.Process(pid).cmdline()) for pid in cgroup.pids()]
+    state_file = spawner.runtime_dir / "sessions" / f"{state['session_id']}.json"
 
-    assert server.environ()["JUPYTER_TOKEN"] == state["token"]
-    assert len(command_lines) >= 2  # the server and its kernel
-    assert not [line for line in command_lines if state["token"] in line]
-    assert state["token"] not in Path(state["log_path"]).read_text()
+    assert len(command_lines) >= 4  # bwrap twice, the server, its kernel
+    assert not [line for line in command_lines if token in line]
+    assert token not in Path(state["log_path"]).read_text()
+    assert token not in result.url and token not in state["url"]
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600 and state_file.stat().st_uid == 0
+    assert spawner.route(state) == Route(f"unix:{state['socket']}", f"token {token}")
 
 
 @pytest.mark.integration
-def test_memory_and_cpu_limits_apply_to_kernels(
+@needs_isolation
+def test_a_crashed_worker_leaves_the_session_findable(
     spawner: LocalProcessSpawner, launch: Launch
 ) -> None:
-    _, state = launch(memory_mb=1024, cpus=1)
-    wait_for(spawner, state, ServerStatus.RUNNING)
-    kernel_id = start_kernel(server_url(state), state["token"])
-
-    small = execute(server_url(state), state["token"], kernel_id, "x = bytearray(200 * 2**20)")
-    too_big = execute(server_url(state), state["token"], kernel_id, "y = bytearray(2 * 2**30)")
-
-    assert small.status == "ok"
-    assert (too_big.status, too_big.ename) == ("error", "MemoryError")
-    [kernel] = psutil.Process(state["pid"]).children()
-    assert kernel.rlimit(psutil.RLIMIT_AS) == (1024 * 2**20, 1024 * 2**20)
-    assert len(kernel.cpu_affinity()) == 1
-
-
-@pytest.mark.integration
-def test_stop_ends_the_server_its_kernels_and_their_orphans(
-    spawner: LocalProcessSpawner, launch: Launch, request: pytest.FixtureRequest
-) -> None:
-    _, state = launch()
-    wait_for(spawner, state, ServerStatus.RUNNING)
-    url, token = server_url(state), state["token"]
-    kernel_id = start_kernel(url, token)
-    # A daemon of the user's: its own session, and orphaned, so outside the server's tree.
-    daemon = execute(
-        url,
-        token,
-        kernel_id,
-        "import subprocess\n"
-        "print(subprocess.run(['sh', '-c', 'setsid sleep 600 >/dev/null 2>&1 & echo $!'],"
-        " capture_output=True, text=True).stdout)",
-    )
-    orphan = int(daemon.stdout)
-    request.addfinalizer(functools.partial(kill, psutil.Process(orphan)))
-    tree = [state["pid"], *(p.pid for p in psutil.Process(state["pid"]).children(recursive=True))]
-    assert orphan not in tree and running(orphan)
-    assert len(tree) >= 2  # the server and its kernel
-
-    spawner.stop(state)
-
-    assert [pid for pid in [*tree, orphan] if running(pid)] == []
-    assert group_members(state["pgid"]) == []
-
-
-@pytest.mark.integration
-def test_kernels_are_not_listed_as_servers(spawner: LocalProcessSpawner, launch: Launch) -> None:
     request, state = launch()
     wait_for(spawner, state, ServerStatus.RUNNING)
-    start_kernel(server_url(state), state["token"])
+    # The worker died after the start but before it wrote the pid: only the first state file.
+    state_file = spawner.runtime_dir / "sessions" / f"{request.session_id}.json"
+    state_file.write_text(json.dumps(dict(state, pid=0, create_time=0.0)))
 
     [listed] = spawner.list_servers()
+    spawner.stop(listed.state)
 
     assert listed.session_id == request.session_id
-    assert {k: listed.state[k] for k in state} == state
-
-
-@pytest.mark.integration
-def test_another_worker_process_polls_and_stops_from_the_stored_state(
-    spawner: LocalProcessSpawner, launch: Launch
-) -> None:
-    _, state = launch()
-    wait_for(spawner, state, ServerStatus.RUNNING)
-    worker = (
-        "import json, sys\n"
-        "from sessions_app.spawners.local import LocalProcessSpawner\n"
-        "spawner = LocalProcessSpawner(sys.argv[1])\n"
-        "state = json.load(sys.stdin)\n"
-        "before = spawner.poll(state).status\n"
-        "spawner.stop(state)\n"
-        "json.dump([before, spawner.poll(state).status], sys.stdout)\n"
-    )
-
-    result = subprocess.run(
-        [sys.executable, "-c", worker, str(spawner.runtime_dir)],
-        input=json.dumps(state),
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_DIR,
-        timeout=60,
-        check=True,
-    )
-
-    assert json.loads(result.stdout) == ["running", "gone"]
     assert spawner.poll(state).status == ServerStatus.GONE
-    assert not running(state["pid"])
+    assert not psutil.pid_exists(state["pid"]) or psutil.Process(state["pid"]).status() == "zombie"
 
 
 @pytest.mark.integration
-def test_a_reused_pid_is_not_taken_for_the_old_server(
-    spawner: LocalProcessSpawner, launch: Launch
-) -> None:
-    _, state = launch()
-    wait_for(spawner, state, ServerStatus.RUNNING)
-    # An old session's state whose pid now belongs to this (younger) server.
-    stale = dict(state, session_id="old-session", create_time=state["create_time"] - 3600)
-
-    stale_poll = spawner.poll(stale)
-    spawner.stop(stale)
-
-    assert stale_poll.status == ServerStatus.GONE
-    assert spawner.poll(state).status == ServerStatus.RUNNING
-
-
-@pytest.mark.integration
-def test_concurrent_workers_get_distinct_ports_and_only_their_own_server_is_ready(
-    tmp_path: Path, unused_port_pair: tuple[int, int]
-) -> None:
-    # Two workers (two instances, as in two processes) share the runtime directory and a range
-    # of exactly two ports, so both race for the same locks.
-    workers = [LocalProcessSpawner(tmp_path / "run", port_range=unused_port_pair) for _ in "ab"]
-    requests_ = [make_request(tmp_path, name) for name in ("alice", "bob")]
-    states: list[State] = [{}, {}]
-    barrier = threading.Barrier(2)
-
-    def start(i: int) -> None:
-        barrier.wait()
-        states[i] = workers[i].start(requests_[i], progress=lambda message: None)
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        alice, bob = states
-        for worker, state in zip(workers, states, strict=True):
-            wait_for(worker, state, ServerStatus.RUNNING)
-
-        with pytest.raises(TransientSpawnerError):
-            workers[0].start(make_request(tmp_path, "carol"), progress=lambda message: None)
-        # Bob's server, asked with one of Alice's credentials; Alice's process, with Bob's port.
-        mixed_states = [
-            dict(bob, token=alice["token"]),
-            dict(bob, base_url=alice["base_url"]),
-            dict(alice, port=bob["port"]),
-        ]
-
-        assert {alice["port"], bob["port"]} == set(unused_port_pair)
-        assert [workers[0].poll(s).status for s in mixed_states] == [ServerStatus.STARTING] * 3
-        assert [workers[i].poll(states[i]).status for i in (0, 1)] == [ServerStatus.RUNNING] * 2
-    finally:
-        for worker, state in zip(workers, states, strict=True):
-            worker.stop(state)
-
-
-@pytest.mark.integration
-def test_a_server_whose_port_is_taken_is_gone_with_its_log(
-    tmp_path: Path, unused_port_pair: tuple[int, int]
-) -> None:
-    port = unused_port_pair[0]
-    spawner = LocalProcessSpawner(tmp_path / "run", port_range=(port, port))
-    state = spawner.start(make_request(tmp_path), progress=lambda message: None)
-    try:
-        # Someone outside the portal takes the port before Jupyter (which needs seconds) binds.
-        with socket.create_server(("127.0.0.1", port)):
-            result = wait_for(spawner, state, ServerStatus.GONE)
-    finally:
-        spawner.stop(state)
-
-    assert "exited with code 1" in result.message
-    assert "already in use" in result.message
-
-
-def test_an_impostor_answering_on_the_port_is_not_taken_for_the_server(
-    spawner: LocalProcessSpawner, launch: Launch
-) -> None:
-    _, state = launch(backend_settings={"command": SLEEPER})
-    # Another program took the session's port before the server did, and says yes to anything.
-    impostor = http.server.HTTPServer(("127.0.0.1", state["port"]), AlwaysOK)
-    threading.Thread(target=impostor.serve_forever, daemon=True).start()
-    try:
-        answer = requests.get(f"{server_url(state)}api/status", timeout=5)
-
-        result = spawner.poll(state)
-    finally:
-        impostor.shutdown()
-        impostor.server_close()
-
-    assert answer.status_code == 200
-    assert result.status == ServerStatus.STARTING
-
-
 def test_exit_code_and_log_tail_explain_a_dead_server(
     spawner: LocalProcessSpawner, launch: Launch
 ) -> None:
     command = [sys.executable, "-c", "import sys; print('no such kernel'); sys.exit(3)"]
     _, state = launch(backend_settings={"command": command})
 
-    result = wait_for(spawner, state, ServerStatus.GONE, timeout=10)
+    result = wait_for(spawner, state, ServerStatus.GONE, timeout=30)
 
     assert "exited with code 3" in result.message
     assert "no such kernel" in result.message
 
 
-def test_session_gets_a_private_home_and_none_of_the_workers_secrets(
-    spawner: LocalProcessSpawner, launch: Launch, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.integration
+def test_single_user_mode_runs_as_the_portal_user_with_rlimits_without_cgroups(
+    single_user: LocalProcessSpawner, launch_single: Launch, no_cgroups: None
+) -> None:
+    _, state = launch_single(memory_mb=1024, cpus=1)
+    wait_for(single_user, state, ServerStatus.RUNNING)
+    with forward(state["socket"]) as base:
+        url, token = f"{base}{state['base_url']}", state["token"]
+        kernel_id = start_kernel(url, token)
+        small = execute(url, token, kernel_id, "x = bytearray(200 * 2**20)")
+        too_big = execute(url, token, kernel_id, "y = bytearray(2 * 2**30)")
+    server = psutil.Process(state["pid"])
+    [kernel] = server.children()
+
+    assert small.status == "ok"
+    assert (too_big.status, too_big.ename) == ("error", "MemoryError")
+    assert kernel.rlimit(psutil.RLIMIT_AS) == (1024 * 2**20, 1024 * 2**20)
+    assert len(kernel.cpu_affinity()) == 1
+    assert server.uids().real == os.geteuid() and state["cgroup"] == ""
+
+
+@pytest.mark.integration
+def test_single_user_stop_without_cgroups_ends_orphans(
+    single_user: LocalProcessSpawner, launch_single: Launch, no_cgroups: None
+) -> None:
+    _, state = launch_single()
+    wait_for(single_user, state, ServerStatus.RUNNING)
+    with forward(state["socket"]) as base:
+        url, token = f"{base}{state['base_url']}", state["token"]
+        daemon = execute(
+            url,
+            token,
+            start_kernel(url, token),
+            "import subprocess\n"
+            "print(subprocess.run(['sh', '-c', 'setsid sleep 600 >/dev/null 2>&1 & echo $!'],"
+            " capture_output=True, text=True).stdout)",
+        )
+    orphan = psutil.Process(int(daemon.stdout))
+    assert orphan.environ()[SESSION_ENV] == state["session_id"]
+
+    single_user.stop(state)
+
+    assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
+    assert single_user.list_servers() == []
+
+
+def test_session_env_has_a_private_home_and_none_of_the_workers_secrets(
+    single_user: LocalProcessSpawner, launch_single: Launch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DJANGO_SECRET_KEY", "worker-secret")
-    request, state = launch(backend_settings={"command": SLEEPER})
+    request, state = launch_single(backend_settings={"command": SLEEPER})
 
     env = psutil.Process(state["pid"]).environ()
 
     assert stat.S_IMODE(request.home_dir.stat().st_mode) == 0o700
-    assert psutil.Process(state["pid"]).cwd() == str(request.home_dir)
     assert env["HOME"] == str(request.home_dir)
     assert env[SESSION_ENV] == request.session_id
     assert env["PATH"].split(os.pathsep)[:2] == [
@@ -368,10 +285,8 @@ def test_session_gets_a_private_home_and_none_of_the_workers_secrets(
     assert "worker-secret" not in env.values()
 
 
-def test_relative_command_is_found_in_the_venv_first(launch: Launch) -> None:
-    _, state = launch(backend_settings={"command": ["python", "-c", "import time; time.sleep(60)"]})
-
-    assert psutil.Process(state["pid"]).cmdline()[0] == str(Path(sys.executable).parent / "python")
+def test_relative_command_is_found_in_the_venv_first() -> None:
+    assert resolve_command(["python", "-V"]) == [str(Path(sys.executable).parent / "python"), "-V"]
 
 
 def test_unknown_command_is_a_spawner_error(spawner: LocalProcessSpawner, tmp_path: Path) -> None:
@@ -381,30 +296,112 @@ def test_unknown_command_is_a_spawner_error(spawner: LocalProcessSpawner, tmp_pa
         spawner.start(request, progress=lambda message: None)
 
 
-def test_cgroup_parent_enables_memory_and_cpu_on_a_v2_hierarchy(tmp_path: Path) -> None:
+@needs_isolation
+def test_multi_user_mode_needs_the_portal_account(
+    spawner: LocalProcessSpawner, tmp_path: Path
+) -> None:
+    with pytest.raises(SpawnerError, match="no portal account"):
+        spawner.start(make_request(tmp_path), progress=lambda message: None)
+
+
+@pytest.fixture
+def bwrap_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bubblewrap is installed here; a machine without it is the case under test.
+    for module in ("isolation", "local"):
+        monkeypatch.setattr(
+            f"sessions_app.spawners.{module}.multi_user_problem", lambda config: "bwrap is missing"
+        )
+
+
+@pytest.mark.usefixtures("bwrap_missing")
+def test_required_isolation_refuses_sessions_without_it(tmp_path: Path) -> None:
+    spawner = LocalProcessSpawner(tmp_path / "run", isolation=IsolationConfig(mode="required"))
+
+    with pytest.raises(SpawnerError, match="LOCAL_ISOLATION=required, but bwrap is missing"):
+        spawner.start(make_request(tmp_path, user_id=PK), progress=lambda message: None)
+
+
+@pytest.mark.usefixtures("bwrap_missing")
+def test_a_root_portal_that_cannot_isolate_refuses_sessions_unless_told_off(
+    tmp_path: Path,
+) -> None:
+    # Given a portal running as root (these tests do) on a machine without bubblewrap
+    auto = LocalProcessSpawner(tmp_path / "run", isolation=IsolationConfig(mode="auto"))
+
+    # then sessions are refused rather than run as root, unsandboxed
+    with pytest.raises(SpawnerError, match="runs as root but cannot isolate sessions"):
+        auto.start(make_request(tmp_path, user_id=PK), progress=lambda message: None)
+    # unless the operator accepted that risk
+    off = LocalProcessSpawner(tmp_path / "run", isolation=IsolationConfig(mode="off"))
+    request = make_request(tmp_path, user_id=PK, backend_settings={"command": SLEEPER})
+    state = off.start(request, progress=lambda message: None)
+    off.stop(state)
+    assert state["uid"] == os.geteuid()
+
+
+def test_accounts_follow_the_key_within_the_range() -> None:
+    assert account_for(7, "jlp-u", 200_000, 299_999) == SessionAccount("jlp-u7", 200_007, 200_007)
+    with pytest.raises(SpawnerError, match="LOCAL_SESSION_UID_MIN/MAX"):
+        account_for(100_000, "jlp-u", 200_000, 299_999)
+
+
+@needs_isolation
+def test_an_account_name_taken_by_another_uid_is_a_readable_error() -> None:
+    with pytest.raises(SpawnerError, match="already belongs to the account 'daemon'"):
+        account_ensure(SessionAccount("daemon", 299_998, 299_998))
+
+
+@needs_isolation
+def test_a_root_owned_home_is_handed_over_without_following_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("root's")
+    home = tmp_path / "home"
+    (home / "notebooks").mkdir(parents=True)
+    (home / "notebooks" / "a.ipynb").write_text("{}")
+    (home / "link").symlink_to(outside)
+    os.link(outside, home / "hardlink")
+    (home / "notebooks-library").mkdir()
+    uid = 200_000 + PK
+
+    private_dir_hand_over(home, uid, uid, skip=("notebooks-library",))
+
+    assert os.stat(outside).st_uid == 0  # neither the link nor the hard link gave it away
+    assert os.lstat(home / "link").st_uid == uid
+    assert os.stat(home / "notebooks" / "a.ipynb").st_uid == uid
+    assert os.stat(home / "notebooks-library").st_uid == 0
+    assert (os.stat(home).st_uid, stat.S_IMODE(os.stat(home).st_mode)) == (uid, 0o700)
+    with pytest.raises(SpawnerError, match="belongs to uid"):
+        private_dir_hand_over(home, uid + 1, uid + 1)
+
+
+def test_cgroup_v2_layout_enables_memory_cpu_and_pids(tmp_path: Path) -> None:
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     (tmp_path / "cgroup.subtree_control").write_text("")
 
-    parent = cgroup_parent.__wrapped__((tmp_path,))
+    layout = limits.cgroup_layout.__wrapped__((tmp_path,), v1=False)
 
-    assert parent == tmp_path / "jupyter-portal"
-    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +cpu"
-    assert (parent / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    assert layout == limits.CgroupLayout(2, {"unified": tmp_path / "jupyter-portal"})
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    assert (tmp_path / "jupyter-portal" / "cgroup.subtree_control").read_text() == (
+        "+memory +cpu +pids"
+    )
 
 
-def test_cgroup_parent_is_none_without_the_memory_controller(tmp_path: Path) -> None:
+def test_no_cgroup_without_the_memory_controller(tmp_path: Path) -> None:
     (tmp_path / "cgroup.controllers").write_text("hugetlb\n")
 
-    assert cgroup_parent.__wrapped__((tmp_path, tmp_path / "missing")) is None
+    assert limits.cgroup_layout.__wrapped__((tmp_path, tmp_path / "missing"), v1=False) is None
 
 
-def test_state_url_uses_the_public_host(tmp_path: Path) -> None:
-    spawner = LocalProcessSpawner(tmp_path / "run", public_host="portal.example")
-    request = make_request(tmp_path, backend_settings={"command": SLEEPER})
-    state = spawner.start(request, progress=lambda message: None)
-    try:
-        assert state["url"] == (
-            f"http://portal.example:{state['port']}/user/alice/lab?token={state['token']}"
-        )
-    finally:
-        spawner.stop(state)
+def test_memory_is_said_as_on_the_service_page() -> None:
+    assert [memory_label(m) for m in (4096, 1536, 512, None)] == [
+        "4 GB",
+        "1.5 GB",
+        "512 MB",
+        "memory",
+    ]
+
+
+def test_garbage_state_has_no_route(spawner: LocalProcessSpawner) -> None:
+    assert spawner.route({}) is None
+    assert spawner.route({"socket": 3, "token": "x"}) is None

@@ -1,30 +1,81 @@
-"""Run the whole portal on one machine: migrations, then web, Celery worker and beat."""
+"""Run the whole portal on one machine: migrations, then its processes under a supervisor.
+
+The processes (``children`` below, a plain dict name -> Child, started in that order): the
+embedded broker (a redis-server on a Unix socket in var/, when CELERY_BROKER_URL is unset), the
+web server, the Celery worker and beat. One that dies is restarted with back-off
+(portal/supervisor.py); the portal stops only on Ctrl+C or SIGTERM, and then stops them all.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shutil
 import signal
-import subprocess
+import socket
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from portal.private_files import (
+    make_private_dir,
+    set_private_umask,
+    tighten_var_dir,
+    write_private_file,
+)
+from portal.router import router_child, web_socket_path
+from portal.supervisor import Child, Supervisor
+from sessions_app.spawners.isolation import isolation_status
+
+logger = logging.getLogger("portal.supervisor")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def redis_server_path() -> str:
+    found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin")
+    if not found:
+        raise CommandError(
+            "redis-server is not installed; the embedded broker needs it. `make run` installs "
+            "it (apt-get install redis-server), or set CELERY_BROKER_URL to a broker of yours."
+        )
+    return found
+
+
+def _answers_ping(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        sock.connect(str(path))
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+
+
+def embedded_broker(path: Path) -> Child:
+    """A redis-server for the portal alone: no TCP port, a 0600 socket in a 0700 folder, and an
+    append-only file there so that queued tasks (deadlines scheduled hours ahead) outlive a
+    restart. Why Redis and not kombu's filesystem or SQLAlchemy transports: docs/benchmarks.md,
+    "Broker"."""
+    folder = path.parent
+    command = [
+        redis_server_path(), "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "600",
+        "--dir", str(folder), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+        "--daemonize", "no", "--loglevel", "warning", "--logfile", "",
+    ]  # fmt: skip
+    return Child(
+        command, prepare=lambda: make_private_dir(folder), ready=lambda: _answers_ping(path)
+    )
 
 
 class Command(BaseCommand):
     help = (
-        "Start the portal (web, Celery worker and beat) on this machine, on the configured "
-        "database and broker; creates a first staff account if there is no user yet."
+        "Start the portal (web, Celery worker and beat, and the embedded broker when "
+        "CELERY_BROKER_URL is unset) on this machine and keep it running: a process that dies "
+        "is restarted. Creates a first staff account if there is no user yet."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -45,55 +96,104 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Before anything is written: the database, the secrets and the children's files.
+        set_private_umask()
+        for path in tighten_var_dir(Path(settings.VAR_DIR)):
+            self.stderr.write(f"Made {path} private (it was readable by others).")
+        isolation = self._isolation()
         call_command("migrate", interactive=False, verbosity=0)
         login = self._first_account()
-        python = sys.executable
         address = f"{options['host']}:{options['port']}"
-        commands = {
+        self._log_to_stderr()
+        supervisor = Supervisor(self.children(options, address), cwd=settings.BASE_DIR)
+        # Ctrl+C and SIGTERM only ask: the loop then stops the children in order, and a second
+        # Ctrl+C cannot cut that short half-way.
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+
+        def banner() -> None:
+            self.stdout.write(
+                self.style.SUCCESS(f"\nThe portal runs at http://{address}/\n")
+                + f"{login}\nAdmin: http://{address}/admin/   Stop with Ctrl+C.\n"
+                + isolation
+            )
+            self.stdout.flush()
+
+        supervisor.run(stop.is_set, on_started=banner)
+
+    def _isolation(self) -> str:
+        """What isolates local sessions, said at start; refuse to start when sessions would run
+        as root unsandboxed (or isolation is required and missing)."""
+        if settings.SPAWNER != "local":
+            return ""
+        status = isolation_status(check_filter=False)
+        if not status["ok"]:
+            raise CommandError(f"Local sessions cannot be isolated: {status['reason']}.")
+        if status["mode"] == "multi-user":
+            return self.style.SUCCESS(
+                f"Sessions: {status['summary']}; limits: {status['limits']}.\n"
+            )
+        return self.style.WARNING(
+            "\n*** SINGLE-USER MODE: every session runs as you. ***\n"
+            f"({status['reason']}.) Fine for one person; anyone else who can launch a session "
+            "can read your files and the portal's data.\nRun as root for multi-user mode "
+            "(see the README, 'One machine, many people').\n"
+        )
+
+    def children(self, options: dict[str, Any], address: str) -> dict[str, Child]:
+        """The portal's processes, in start order (name -> Child)."""
+        python = sys.executable
+        children: dict[str, Child] = {}
+        if settings.EMBEDDED_BROKER_SOCKET is not None:
+            children["broker"] = embedded_broker(settings.EMBEDDED_BROKER_SOCKET)
+        # The router (nginx, portal/router.py) serves the portal's address: the portal itself
+        # and the sessions under /user/<name>/. First: it makes the folder of the web's socket.
+        web = f"unix:{web_socket_path()}"
+        router_command, router_prepare = router_child(options["host"], options["port"], web)
+        children["router"] = Child(router_command, prepare=router_prepare)
+        gunicorn = [
             # gunicorn rather than runserver: threads for long-polling clients, and no 40 ms
             # Nagle/delayed-ACK stall on keep-alive answers.
-            "web": [
-                python, "-m", "gunicorn", "portal.wsgi:application", "--bind", address,
-                "--worker-class", "gthread", "--workers", "2",
-                "--threads", str(options["web_threads"]), "--access-logfile", "-",
-                # gunicorn 27's control socket has one fixed path per machine user: a second
-                # portal (or a test) would take it over.
-                "--no-control-socket",
-            ],
-            "worker": [
-                python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads",
-                "--concurrency", str(options["worker_concurrency"]), "--loglevel", "INFO",
-            ],
-            "beat": [
-                python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
-                "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
-            ],
-        }  # fmt: skip
-        children = {
-            name: subprocess.Popen(command, cwd=settings.BASE_DIR)
-            for name, command in commands.items()
-        }
-        self.stdout.write(
-            self.style.SUCCESS(f"\nThe portal runs at http://{address}/\n")
-            + f"{login}\nAdmin: http://{address}/admin/   Stop with Ctrl+C.\n"
+            python, "-m", "gunicorn", "portal.wsgi:application", "--bind", web,
+            # gunicorn gives the socket its own group, so it is made 0777: the router's folder
+            # (root:www-data 2750, or the user's 0700) keeps everyone else out.
+            "--umask", "0o000",
+            "--worker-class", "gthread", "--workers", "2",
+            "--threads", str(options["web_threads"]), "--access-logfile", "-",
+            # gunicorn 27's control socket has one fixed path per machine user: a second
+            # portal (or a test) would take it over.
+            "--no-control-socket",
+        ]  # fmt: skip
+        # The router is one more proxy that appends the client's address to X-Forwarded-For.
+        hops = {"TRUSTED_PROXY_HOPS": str(settings.TRUSTED_PROXY_HOPS + 1)}
+        # Session URLs are on the router's address unless the public URL is set (a proxy of
+        # the operator's in front): the worker writes them, the web shows them.
+        public = (
+            {} if "PORTAL_PUBLIC_URL" in os.environ else {"PORTAL_PUBLIC_URL": f"http://{address}"}
         )
-        signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            while all(child.poll() is None for child in children.values()):
-                time.sleep(0.5)
-            dead = [name for name, child in children.items() if child.poll() is not None]
-            self.stderr.write(f"{', '.join(dead)} stopped; shutting the portal down.")
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for child in children.values():
-                if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
-            for child in children.values():
-                try:
-                    child.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+        children["web"] = Child(gunicorn, env={**hops, **public})
+        children["worker"] = Child(env=public, command=[
+            python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads",
+            "--concurrency", str(options["worker_concurrency"]), "--loglevel", "INFO",
+        ])  # fmt: skip
+        children["beat"] = Child([
+            python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
+            "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
+        ])  # fmt: skip
+        return children
+
+    def _log_to_stderr(self) -> None:
+        # The supervisor's lines (a child died, its exit code, the back-off) go where the
+        # children's output goes, whatever LOGGING says of the root logger.
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s runportal: %(message)s")
+            )
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
     def _first_account(self) -> str:
         """Create a staff account on a new installation and say how to log in."""
@@ -102,8 +202,8 @@ class Command(BaseCommand):
         if not user_model.objects.exists():
             password = secrets.token_urlsafe(12)
             user_model.objects.create_superuser("admin", "admin@localhost", password)
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
+            password_file.unlink(missing_ok=True)
+            write_private_file(password_file, password + "\n")
         if password_file.exists():
             password = password_file.read_text().strip()
             return (

@@ -1,0 +1,143 @@
+"""Process bookkeeping for the local back-end: its children, pids that get reused, signals.
+
+Used where the session's cgroup cannot tell (single-user mode without a writable cgroup) and to
+explain why a server is gone (its exit code and the tail of its log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import psutil
+
+from sessions_app.spawners.base import State
+
+# The servers this OS process started, by pid, with their create time. Holding the Popen keeps
+# the subprocess module from reaping them behind our back (it reaps collected running Popens)
+# and lets any spawner instance read their exit code.
+children: dict[int, tuple[float, subprocess.Popen[bytes]]] = {}
+
+
+def process(pid: int, create_time: float) -> psutil.Process | None:
+    """The process with this pid if it is the one started at ``create_time`` (pids get reused)."""
+    if pid <= 0:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        # psutil derives create_time from the boot time, which shifts when the clock is stepped.
+        return proc if abs(proc.create_time() - create_time) < 1.0 else None
+    except psutil.Error:
+        return None
+
+
+def own_child_running(pid: int, create_time: float) -> bool:
+    """Whether ``pid`` is a server this OS process started and has not exited (no /proc read)."""
+    entry = children.get(pid)
+    return entry is not None and entry[0] == create_time and entry[1].poll() is None
+
+
+def process_alive(proc: psutil.Process) -> bool:
+    """Whether ``proc`` runs; a zombie does not, and if it is one of our servers it is reaped."""
+    entry = children.get(proc.pid)
+    if entry is not None:
+        entry[1].poll()  # waitpid(WNOHANG) for a child; only returns the code of a reaped one
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def marked_processes(
+    runtime_env: str, runtime_dir: str, session_env: str
+) -> Iterator[tuple[psutil.Process, dict[str, str]]]:
+    """The processes whose environment marks them as sessions of this runtime directory."""
+    for proc in psutil.process_iter(["environ"]):
+        env = proc.info["environ"] or {}
+        if env.get(runtime_env) == runtime_dir and session_env in env:
+            yield proc, env
+
+
+def signal_leader_and_targets(
+    leader: psutil.Process | None, targets: set[psutil.Process], sig: signal.Signals
+) -> None:
+    # The group catches a process the server forks right now; only a live, verified leader's group
+    # is signalled, since a dead leader's pid (and so its group id) may belong to someone else.
+    if leader is not None:
+        with contextlib.suppress(OSError):
+            if os.getpgid(leader.pid) == leader.pid != os.getpgrp():
+                os.killpg(leader.pid, sig)
+    for proc in targets:
+        with contextlib.suppress(psutil.Error):  # psutil refuses to signal a reused pid
+            proc.send_signal(sig)
+
+
+def wait_gone(procs: set[psutil.Process], timeout: float) -> set[psutil.Process]:
+    """Wait until the processes are gone or zombies; return those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = {proc for proc in procs if process_alive(proc)}
+        if not procs or time.monotonic() >= deadline:
+            return procs
+        time.sleep(0.05)
+
+
+def stop_tree(
+    state: State, marked: set[psutil.Process], grace: float, kill_wait: float
+) -> list[int]:
+    """SIGTERM the server of ``state`` (its group and tree) and the ``marked`` processes, SIGKILL
+    what is left after ``grace``; return the pids that survived. Where no cgroup holds them."""
+    try:
+        leader = process(int(state["pid"]), float(state["create_time"]))
+    except (KeyError, TypeError, ValueError):
+        leader = None
+    # The tree is taken now, before orphans lose their parent.
+    targets = set(marked)
+    if leader is not None and process_alive(leader):
+        with contextlib.suppress(psutil.Error):
+            targets |= {leader, *leader.children(recursive=True)}
+    else:
+        leader = None
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
+        if not targets:
+            break
+        signal_leader_and_targets(leader if leader in targets else None, targets, sig)
+        targets = wait_gone(targets, wait)
+    return [p.pid for p in targets]
+
+
+def memory_label(memory_mb: object) -> str:
+    """``4 GB``, ``1.5 GB``, ``512 MB``: a session's memory as the service page says it."""
+    if not isinstance(memory_mb, int) or memory_mb <= 0:
+        return "memory"
+    if memory_mb < 1024:
+        return f"{memory_mb} MB"
+    return f"{memory_mb / 1024:.1f}".removesuffix(".0") + " GB"
+
+
+def gone_message(pid: int, create_time: float, state: State) -> str:
+    entry = children.get(pid)
+    ours = entry is not None and abs(entry[0] - create_time) < 1.0
+    code = entry[1].returncode if entry is not None and ours else None
+    if code is None:
+        message = "The Jupyter server is no longer running."
+    elif code < 0:
+        message = f"The Jupyter server was killed by signal {-code}."
+    else:
+        message = f"The Jupyter server exited with code {code}."
+    tail = log_tail(str(state.get("log_path", "")))
+    return f"{message} Last lines of its log:\n{tail}" if tail else message
+
+
+def log_tail(path: str, lines: int = 10, max_bytes: int = 4096) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, os.path.getsize(path) - max_bytes))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

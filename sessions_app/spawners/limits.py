@@ -173,6 +173,23 @@ def _v1_mounts() -> dict[str, Path]:
     return mounts
 
 
+# CPU weight under contention. A cgroup weighs like one process of its parent's level by
+# default, so the parent of every session would get one process's share against everything
+# else on the machine: sessions would starve behind two busy processes. The parent weighs as
+# many processes as the machine has CPUs, and each session as many as its CPUs (its quota
+# still caps it).
+_V1_SHARES_PER_CPU = 1024
+_V2_WEIGHT_PER_CPU = 100
+
+
+def _v1_shares(cpus: int) -> str:
+    return str(min(262_144, _V1_SHARES_PER_CPU * max(1, cpus)))
+
+
+def _v2_weight(cpus: int) -> str:
+    return str(min(10_000, _V2_WEIGHT_PER_CPU * max(1, cpus)))
+
+
 def _v2_layout(roots: tuple[Path, ...]) -> CgroupLayout | None:
     for root in roots:
         try:
@@ -188,6 +205,7 @@ def _v2_layout(roots: tuple[Path, ...]) -> CgroupLayout | None:
             # A cgroup passes a controller on only to the children it enabled it for, per level.
             for directory in (root, parent):
                 (directory / "cgroup.subtree_control").write_text(enable)
+            _write_if_present(parent / "cpu.weight", _v2_weight(os.cpu_count() or 1))
         except OSError as exc:
             logger.warning("cgroup v2 at %s is not usable (%s)", root, exc)
             continue
@@ -208,6 +226,8 @@ def _v1_layout(mounts: dict[str, Path]) -> CgroupLayout | None:
                 # against the parent. Only writable before the first child exists; best effort.
                 with contextlib.suppress(OSError):
                     (parent / "memory.use_hierarchy").write_text("1")
+            if controller == "cpu":
+                _write_if_present(parent / "cpu.shares", _v1_shares(os.cpu_count() or 1))
             parents[controller] = parent
     except OSError as exc:
         logger.warning("cgroup v1 is not usable (%s)", exc)
@@ -260,6 +280,7 @@ def make_cgroup(session_id: str, memory: int, cpus: int, pids_max: int) -> Sessi
             # Swap would let the session grow past memory.max.
             _write_if_present(path / "memory.swap.max", "0")
             _write_if_present(path / "cpu.max", f"{cpus * _CPU_PERIOD_US} {_CPU_PERIOD_US}")
+            _write_if_present(path / "cpu.weight", _v2_weight(cpus))
             _write_if_present(path / "pids.max", str(pids_max))
         else:
             for path in cgroup.dirs:
@@ -282,6 +303,7 @@ def _v1_limits(cgroup: SessionCgroup, memory: int, cpus: int, pids_max: int) -> 
     if cpu_dir is not None:
         period = int((cpu_dir / "cpu.cfs_period_us").read_text())
         (cpu_dir / "cpu.cfs_quota_us").write_text(str(cpus * period))
+        _write_if_present(cpu_dir / "cpu.shares", _v1_shares(cpus))
     pids_dir = cgroup._dir("pids")
     if pids_dir is not None:
         (pids_dir / "pids.max").write_text(str(pids_max))

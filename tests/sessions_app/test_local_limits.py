@@ -7,6 +7,7 @@ session's own cgroup files.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -192,3 +193,20 @@ def _alive(pid: int) -> bool:
             return file.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def test_sessions_weigh_as_their_cpus_against_the_rest_of_the_machine() -> None:
+    # Given a session's cgroup of 2 CPUs
+    cgroup = limits.make_cgroup("weight-probe", 256 * 2**20, 2, 64)
+    assert cgroup is not None
+    try:
+        cpu_dir = cgroup._dir("cpu") if cgroup.layout.version == 1 else cgroup.dirs[0]
+        assert cpu_dir is not None
+        name, per_cpu = ("cpu.shares", 1024) if cgroup.layout.version == 1 else ("cpu.weight", 100)
+        # then under contention it weighs as two busy processes, and all sessions together
+        # as many as the machine has CPUs (not as one process, which would starve them)
+        assert int((cpu_dir / name).read_text()) == 2 * per_cpu
+        machine = min(os.cpu_count() or 1, 10_000 // per_cpu)
+        assert int((cpu_dir.parent / name).read_text()) == machine * per_cpu
+    finally:
+        cgroup.remove()

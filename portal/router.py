@@ -165,6 +165,9 @@ def prepare(config: RouterConfig) -> Path:
     else:
         run_dir.chmod(0o700)
     temp = run_dir / "tmp"
+    # The kept forward-auth answers hold the callers' cookies and tokens in their keys: none
+    # outlives the nginx that kept it.
+    shutil.rmtree(temp / "auth-cache", ignore_errors=True)
     temp.mkdir(exist_ok=True)
     # Whatever the umask (runportal's is 077): the workers' group must enter it (nginx hands
     # the folders inside to the workers' account itself).

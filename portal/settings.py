@@ -348,6 +348,9 @@ if LOCAL_SESSION_UID_MAX <= LOCAL_SESSION_UID_MIN:
 # The group of the router's (nginx's) workers: it may open the sessions' sockets.
 LOCAL_ROUTER_GROUP = env_str("LOCAL_ROUTER_GROUP", "www-data" if os.geteuid() == 0 else "")
 LOCAL_SESSION_PIDS_MAX = env_int("LOCAL_SESSION_PIDS_MAX", 512, minimum=16)
+# A local session's server log (root's, in LOCAL_SPAWNER_RUNTIME_DIR/logs) keeps at most this
+# much of what the session writes, then one "[log truncated: ...]" line (log_copier.py).
+LOCAL_SESSION_LOG_MAX_BYTES = env_int("LOCAL_SESSION_LOG_MAX_BYTES", 8 * 1024 * 1024, minimum=4096)
 # Where local sessions may not connect (besides this machine's own addresses and port 22).
 # Empty: the private, shared and link-local ranges the Kubernetes back-end's NetworkPolicy
 # denies (sessions_app.spawners.isolation.DEFAULT_EGRESS_DENY).

@@ -21,6 +21,7 @@ def get_spawner() -> Spawner:
             public_url=settings.PORTAL_PUBLIC_URL,
             stop_grace_seconds=settings.SESSION_STOP_GRACE_SECONDS,
             isolation=config_from_settings(),
+            log_max_bytes=settings.LOCAL_SESSION_LOG_MAX_BYTES,
         )
     if settings.SPAWNER == "kubernetes":
         from sessions_app.spawners.kube import KubernetesSpawner

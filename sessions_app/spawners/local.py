@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psutil
 
-from sessions_app.spawners import limits, os_accounts, sandbox
+from sessions_app.spawners import limits, log_copier, os_accounts, sandbox
 from sessions_app.spawners.base import (
     PollResult,
     ProgressCallback,
@@ -50,12 +50,7 @@ from sessions_app.spawners.base import (
     SpawnRequest,
     State,
 )
-from sessions_app.spawners.isolation import (
-    IsolationConfig,
-    multi_user,
-    multi_user_problem,
-    refusal,
-)
+from sessions_app.spawners.isolation import IsolationConfig, multi_user, multi_user_problem, refusal
 from sessions_app.spawners.jupyter_args import resolve_command, server_args
 from sessions_app.spawners.netfilter import netfilter_install
 from sessions_app.spawners.os_accounts import SessionAccount
@@ -70,6 +65,7 @@ from sessions_app.spawners.processes import (
     stop_tree,
 )
 from sessions_app.spawners.sandbox import BOOT_DIR, Sandbox, SandboxSpec
+from sessions_app.spawners.socket_route import route_link, socket_pin, socket_unpin
 from sessions_app.spawners.unix_http import accepts, answers
 
 logger = logging.getLogger(__name__)
@@ -115,6 +111,7 @@ class LocalProcessSpawner(Spawner):
         public_url: str = "http://127.0.0.1:8000",
         stop_grace_seconds: float = 5.0,
         isolation: IsolationConfig | None = None,
+        log_max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         # Absolute, because it also marks the servers (RUNTIME_ENV) that list_servers looks for.
         self.runtime_dir = Path(runtime_dir).absolute()
@@ -122,6 +119,7 @@ class LocalProcessSpawner(Spawner):
         self.public_url = public_url.rstrip("/")
         self.stop_grace_seconds = stop_grace_seconds
         self.isolation = isolation or IsolationConfig()
+        self.log_max_bytes = log_max_bytes
 
     @property
     def multi_user(self) -> bool:
@@ -187,17 +185,20 @@ class LocalProcessSpawner(Spawner):
             if account is not None:
                 box = Sandbox(self._sandbox_spec(request, account, home, scratch), argv)
                 argv = box.argv
-            with open(self._log_path(session_id), "wb") as log:
+            # Into a pipe, never the log file itself: see log_copier (joins the session's cgroup).
+            limiter = limits.limiter(memory, cpus, cgroup)
+            log = self._log_path(session_id)
+            with log_copier.pipe(log, self.log_max_bytes, limiter) as (copier, output):
                 proc = subprocess.Popen(
                     argv,
                     cwd="/" if account is not None else home,
                     env=self._environment(request, home, scratch, token, account, cgroup),
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=output,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     pass_fds=tuple(box.fds) if box is not None else (),
-                    preexec_fn=limits.limiter(memory, cpus, cgroup),
+                    preexec_fn=limiter,
                 )
         except (OSError, subprocess.SubprocessError, SpawnerError) as exc:
             self._cleanup(session_id, cgroup)
@@ -211,7 +212,7 @@ class LocalProcessSpawner(Spawner):
         create_time = psutil.Process(proc.pid).create_time()
         children[proc.pid] = (create_time, proc)
         # pgid: the first program leads a process group of its own (start_new_session).
-        state.update(pid=proc.pid, pgid=proc.pid, create_time=create_time)
+        state.update(pid=proc.pid, pgid=proc.pid, create_time=create_time, copier=copier.pid)
         self._save_state(state)
         logger.info("Started JupyterLab for session %s: pid %s", session_id, proc.pid)
         return state
@@ -324,17 +325,28 @@ class LocalProcessSpawner(Spawner):
             message = gone_message(pid, create_time, state)
             return PollResult(ServerStatus.GONE, message=f"{oom} {message}" if oom else message)
         uid = state.get("uid")
-        if sandbox.is_socket_of(
-            Path(socket_path), uid if isinstance(uid, int) else None
-        ) and answers(socket_path, base_url, token, READY_TIMEOUT_SECONDS):
+        owner = uid if isinstance(uid, int) else None
+        if (
+            sandbox.is_socket_of(Path(socket_path), owner)
+            and answers(socket_path, base_url, token, READY_TIMEOUT_SECONDS)
+            and socket_pin(Path(socket_path), self._route_link(state), owner, self._router_gid())
+        ):
             return PollResult(ServerStatus.RUNNING, url=self._url(base_url), message=oom)
         return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
 
     def route(self, state: State) -> Route | None:
-        socket_path, token = state.get("socket"), state.get("token")
-        if not isinstance(socket_path, str) or not isinstance(token, str) or not socket_path:
+        token, uid = state.get("token"), state.get("uid")
+        if not isinstance(token, str) or not isinstance(state.get("session_id"), str):
             return None
-        return Route(upstream=f"unix:{socket_path}", authorization=f"token {token}")
+        # The router goes to the socket pinned when the server answered, never to the path
+        # in the person's own folder (socket_route.py).
+        link = self._route_link(state)
+        if not sandbox.is_socket_of(link, uid if isinstance(uid, int) else None):
+            return None
+        return Route(upstream=f"unix:{link}", authorization=f"token {token}")
+
+    def _route_link(self, state: State) -> Path:
+        return route_link(self.socket_dir, str(state["session_id"]))
 
     def stop(self, state: State) -> None:
         """Stop every process of the session (its whole cgroup), then remove what it left."""
@@ -361,6 +373,8 @@ class LocalProcessSpawner(Spawner):
             pid = int(state["pid"])
             if pid in children and children[pid][1].poll() is not None:
                 children.pop(pid, None)
+        # Gone with the session: its gone-message (poll, log tail) was read before the stop.
+        log_copier.remove(state.get("copier"), self._log_path(session_id))
         self._cleanup(session_id, None)
 
     def list_servers(self) -> list[RunningServer]:
@@ -421,6 +435,7 @@ class LocalProcessSpawner(Spawner):
         """Remove the session's socket folder, state file and (empty) cgroup."""
         if cgroup is not None:
             cgroup.remove()
+        socket_unpin(route_link(self.socket_dir, session_id))
         session_sockets = self.socket_dir / session_id
         # The folder is the session's account's: rmtree never follows a link found in it.
         shutil.rmtree(session_sockets, ignore_errors=True)

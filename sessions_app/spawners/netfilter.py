@@ -9,7 +9,8 @@ packet a process of the sessions' uid range sends passes through (``OUTPUT -m ow
 2. DNS to the resolvers of ``/etc/resolv.conf`` passes (often a private or loopback address);
 3. TCP port 22 is refused, wherever it goes (no SSH out, as on Kubernetes);
 4. every address of this machine (``--dst-type LOCAL``: loopback and the host's own addresses)
-   is refused: the database, the broker, the portal, other sessions;
+   is refused: the database, the broker, the portal, other sessions; so is every destination
+   that is not unicast (broadcast and multicast reach the machine's own UDP services too);
 5. private, shared and link-local ranges (cloud metadata) are refused
    (``LOCAL_SESSION_EGRESS_DENY_CIDRS``, by default those of the Kubernetes back-end);
 6. the rest passes.
@@ -61,6 +62,9 @@ def chain_rules(deny_cidrs: tuple[str, ...], resolvers: tuple[str, ...], version
         f"-A {CHAIN} -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
         f"-A {CHAIN} -m addrtype --dst-type LOCAL -p tcp -j REJECT --reject-with tcp-reset",
         f"-A {CHAIN} -m addrtype --dst-type LOCAL -j REJECT --reject-with {reject}",
+        # Broadcast, multicast and anycast are not LOCAL, yet reach this machine's services
+        # (a UDP listener on 0.0.0.0 answers a subnet broadcast): only unicast goes out.
+        f"-A {CHAIN} -m addrtype ! --dst-type UNICAST -j REJECT --reject-with {reject}",
     ]
     for cidr in deny_cidrs:
         if _family_of(cidr) == version:

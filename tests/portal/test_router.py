@@ -25,7 +25,7 @@ from portal.router import render_config
 from portal.tokens import token_issue
 from sessions_app.models import Environment
 from suspension_app.services import suspension_impose
-from tests.portal.router_world import browser_for, running_session
+from tests.portal.router_world import browser_for, router_base, running_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -195,7 +195,13 @@ def test_the_server_gets_its_credential_and_never_the_portals(
     answer = browser.post(
         f"{router_url}/user/other/api/contents/a.ipynb?x=1",
         data=upload,
-        headers={"X-Forwarded-For": "203.0.113.9", "Authorization": "token guessed"},
+        headers={
+            "X-Forwarded-For": "203.0.113.9",
+            "Authorization": "token guessed",
+            # Headers of the portal's answers, forged by the client.
+            "X-Portal-User": "someone-else",
+            "X-Jupyter-Upstream": "unix:/elsewhere.sock",
+        },
         timeout=60,
     )
 
@@ -213,7 +219,42 @@ def test_the_server_gets_its_credential_and_never_the_portals(
     # The client's own claim stays in front; the router_url appends the address it saw, which is
     # what the portal reads with one more trusted hop (portal/client_ip.py).
     assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert "x-portal-user" not in headers and "x-jupyter-upstream" not in headers
     assert "echo-token" not in str(answer.headers)
+
+
+def test_a_route_with_a_line_break_cannot_add_headers_to_the_answer(router_url: str) -> None:
+    # The router adds the missing slash to /user/<route>; a decoded CR/LF must not end up in
+    # the answer's headers (it would set cookies on the portal's address for anyone's link).
+    answer = requests.get(
+        f"{router_url}/user/x%0d%0aSet-Cookie:%20planted=1%0d%0aX-Evil:%20y",
+        allow_redirects=False,
+        timeout=30,
+    )
+
+    assert "planted" not in answer.headers.get("Set-Cookie", "")
+    assert "X-Evil" not in answer.headers
+    # The plain form is still redirected to the folder.
+    plain = requests.get(f"{router_url}/user/owner?x=1", allow_redirects=False, timeout=30)
+    assert (plain.status_code, plain.headers["Location"].split("/user/")[1]) == (302, "owner/?x=1")
+
+
+def test_kept_forward_auth_answers_do_not_outlive_the_router() -> None:
+    # Given a router folder with answers an earlier nginx kept (their keys hold credentials)
+    from portal.router import RouterConfig, prepare
+
+    with router_base() as folder:
+        config = RouterConfig("127.0.0.1", 8000, "unix:/srv/web.sock", folder / "router")
+        prepare(config)
+        kept = folder / "router" / "tmp" / "auth-cache" / "a" / "b3f"
+        kept.parent.mkdir(parents=True)
+        kept.write_text("KEY: owner|Bearer jlp_secret|sessionid=s")
+
+        # When the router is prepared for its next start
+        prepare(config)
+
+        # then none is left
+        assert not kept.exists()
 
 
 def test_the_configuration_keeps_nginx_inside_the_router_folder(router_folder: Path) -> None:

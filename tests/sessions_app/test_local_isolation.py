@@ -201,6 +201,41 @@ def test_a_cannot_connect_to_the_portal_services(
     assert results == {5432: "ConnectionRefusedError", 6379: "ConnectionRefusedError"}
 
 
+def test_a_cannot_reach_this_machines_udp_services_by_broadcast_or_multicast(
+    pair: tuple[World, LiveSession, LiveSession],
+) -> None:
+    _, a, _ = pair
+    # Given a UDP service of this machine on every address (as root; not in A's range)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as service:
+        service.bind(("0.0.0.0", 0))
+        port = service.getsockname()[1]
+        service.settimeout(2)
+        send = textwrap.dedent(
+            f"""
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            for dest in ("255.255.255.255", "224.0.0.1"):
+                try:
+                    s.sendto(b"from-a", (dest, {port}))
+                except OSError:
+                    pass
+            """
+        )
+        # which a broadcast from outside the sessions' range does reach
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as root:
+            root.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            root.sendto(b"from-root", ("255.255.255.255", port))
+        assert service.recvfrom(64)[0] == b"from-root"
+
+        # When A's kernel sends to the broadcast and the all-hosts multicast address
+        a.run(send)
+
+        # then nothing arrives
+        with pytest.raises(TimeoutError):
+            service.recvfrom(64)
+
+
 @dataclass
 class Remote:
     """A host out there: a network namespace with a TLS server on 443 and something on 22."""

@@ -9,9 +9,12 @@ server's credential and socket for the router, the caller's cookies without the 
 
 from __future__ import annotations
 
+import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +27,30 @@ from django.utils import timezone
 from portal.tokens import token_issue, token_revoke, tokens_live_for
 from sessions_app.models import Environment, Session
 from sessions_app.spawners import get_spawner
+from sessions_app.spawners.local import LocalProcessSpawner
+from sessions_app.spawners.socket_route import route_link, socket_pin
 from suspension_app.services import suspension_impose
 from tests.conftest import login_verified
 
 pytestmark = pytest.mark.django_db
 
 TOKEN = "the-servers-own-token"
-SOCKET = "/run/jupyter-sessions/abc/jupyter.sock"
+# Sockets standing in for the servers': the router is sent to a pinned link to a real one.
+_listeners: list[socket.socket] = []
+
+
+def _server_socket() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="jlp-auth-")) / "jupyter.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    _listeners.append(listener)
+    return path
+
+
+def _upstream(session: Session) -> str:
+    spawner = get_spawner()
+    assert isinstance(spawner, LocalProcessSpawner)
+    return f"unix:{route_link(spawner.socket_dir, session.spawner_state['session_id'])}"
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +63,11 @@ def _local_spawner(settings: Any) -> Iterator[None]:
 
 def _session(user: User, environment: Environment, state: str) -> Session:
     now = timezone.now()
+    # The local back-end pins the server's socket for the router once it answers.
+    server, session_id = _server_socket(), uuid.uuid4().hex
+    spawner = get_spawner()
+    assert isinstance(spawner, LocalProcessSpawner)
+    assert socket_pin(server, route_link(spawner.socket_dir, session_id), None, None)
     running = state in (Session.State.RUNNING, Session.State.STOPPING)
     return Session.objects.create(
         user=user,
@@ -53,7 +78,7 @@ def _session(user: User, environment: Environment, state: str) -> Session:
         expires_at=now + environment.max_duration if running else None,
         ended_at=now if state in ("stopped", "expired", "failed") else None,
         # What the local back-end keeps for a server (sessions_app/spawners/local.py).
-        spawner_state={"socket": SOCKET, "token": TOKEN, "session_id": "x"},
+        spawner_state={"socket": str(server), "token": TOKEN, "session_id": session_id},
     )
 
 
@@ -151,14 +176,45 @@ def test_only_get_is_answered(client: Client, owner: User, environment: Environm
 def test_the_owner_passes_to_their_own_servers_socket(
     client: Client, owner: User, environment: Environment
 ) -> None:
-    _session(owner, environment, "running")
+    session = _session(owner, environment, "running")
     login_verified(client, owner)
 
     response = _ask_route(client, "/user/owner/api/kernels?x=1")
 
     assert response.status_code == 200
     assert response.headers["Authorization"] == f"token {TOKEN}"
-    assert response.headers["X-Jupyter-Upstream"] == f"unix:{SOCKET}"
+    assert response.headers["X-Jupyter-Upstream"] == _upstream(session)
+
+
+def test_the_router_is_never_sent_to_the_path_in_the_persons_own_folder(
+    client: Client, owner: User, environment: Environment
+) -> None:
+    # Given a running session whose person replaced their socket with a link to another
+    # socket (the server's own was pinned when it answered)
+    session = _session(owner, environment, "running")
+    elsewhere = _server_socket()
+    own = Path(session.spawner_state["socket"])
+    own.unlink()
+    own.symlink_to(elsewhere)
+    login_verified(client, owner)
+
+    # then the router is still sent to the pinned server's socket
+    response = _ask_route(client, "/user/owner/lab")
+    assert response.headers["X-Jupyter-Upstream"] == _upstream(session)
+    # and a link at the pin itself is not followed: no route at all
+    link = Path(_upstream(session).removeprefix("unix:"))
+    link.unlink()
+    link.symlink_to(elsewhere)
+    assert _ask_route(client, "/user/owner/lab").status_code == 403
+
+
+def test_a_planted_link_is_never_pinned(tmp_path: Path) -> None:
+    target = _server_socket()
+    planted = tmp_path / "jupyter.sock"
+    planted.symlink_to(target)
+
+    assert not socket_pin(planted, tmp_path / "routes" / "s.sock", None, None)
+    assert not (tmp_path / "routes" / "s.sock").exists()
 
 
 def test_someone_elses_route_is_refused_even_with_a_running_session_of_ones_own(
@@ -179,7 +235,7 @@ def test_someone_elses_route_is_refused_even_with_a_running_session_of_ones_own(
 def test_a_portal_token_opens_ones_own_route_and_a_revoked_one_does_not(
     client: Client, owner: User, environment: Environment
 ) -> None:
-    _session(owner, environment, "running")
+    session = _session(owner, environment, "running")
     raw = token_issue(user=owner)
 
     allowed = _ask_route(client, "/user/owner/api/status", Authorization=f"Bearer {raw}")
@@ -187,7 +243,7 @@ def test_a_portal_token_opens_ones_own_route_and_a_revoked_one_does_not(
     revoked = _ask_route(client, "/user/owner/api/status", Authorization=f"Bearer {raw}")
 
     assert allowed.status_code == 200
-    assert allowed.headers["X-Jupyter-Upstream"] == f"unix:{SOCKET}"
+    assert allowed.headers["X-Jupyter-Upstream"] == _upstream(session)
     assert revoked.status_code == 401
     assert "Authorization" not in revoked.headers
 

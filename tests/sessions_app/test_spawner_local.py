@@ -35,6 +35,7 @@ from sessions_app.spawners.os_accounts import (
     private_dir_hand_over,
 )
 from sessions_app.spawners.processes import memory_label
+from sessions_app.spawners.socket_route import route_link
 from sessions_app.spawners.unix_http import UnixHTTPConnection
 from tests.sessions_app.jupyter_kernel import execute, start_kernel
 from tests.sessions_app.local_world import FIRST_TEST_PK, needs_isolation, socket_root
@@ -186,7 +187,11 @@ def test_the_token_is_on_no_command_line_log_url_or_readable_file(
     assert token not in Path(state["log_path"]).read_text()
     assert token not in result.url and token not in state["url"]
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600 and state_file.stat().st_uid == 0
-    assert spawner.route(state) == Route(f"unix:{state['socket']}", f"token {token}")
+    # The router is sent to the socket pinned when the server answered, never to the path in
+    # the person's own folder.
+    pinned = route_link(spawner.socket_dir, state["session_id"])
+    assert spawner.route(state) == Route(f"unix:{pinned}", f"token {token}")
+    assert os.path.samefile(pinned, state["socket"]) and not pinned.is_symlink()
 
 
 @pytest.mark.integration

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sessions_app.spawners.base import SpawnerError
+from sessions_app.spawners.processes import run_checked
 
 logger = logging.getLogger(__name__)
 
@@ -153,19 +154,7 @@ def _machine_lock() -> Iterator[None]:
 
 
 def _run(command: list[str], stdin: str = "") -> None:
-    try:
-        result = subprocess.run(
-            command,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SpawnerError(f"Cannot run {command[0]}: {exc}") from exc
-    if result.returncode != 0:
-        raise SpawnerError(f"{command[0]} failed: {result.stderr.strip()[:300]}")
+    run_checked(command, _TIMEOUT_SECONDS, stdin)
 
 
 def _ok(command: list[str]) -> bool:

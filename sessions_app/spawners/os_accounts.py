@@ -21,12 +21,12 @@ import logging
 import os
 import pwd
 import stat
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sessions_app.spawners.base import SpawnerError
+from sessions_app.spawners.processes import run_checked
 
 logger = logging.getLogger(__name__)
 
@@ -156,20 +156,7 @@ def _machine_lock() -> Iterator[None]:
 
 
 def _run(command: list[str]) -> None:
-    try:
-        result = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=_USERADD_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SpawnerError(f"Cannot run {command[0]}: {exc}") from exc
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no message"]
-        raise SpawnerError(f"{command[0]} failed ({result.returncode}): {detail[0]}")
+    run_checked(command, _USERADD_TIMEOUT_SECONDS)
 
 
 def private_dir_hand_over(path: Path, uid: int, gid: int, skip: tuple[str, ...] = ()) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import psutil
 
-from sessions_app.spawners.base import State
+from sessions_app.spawners.base import SpawnerError, State
 
 # The servers this OS process started, by pid, with their create time. Holding the Popen keeps
 # the subprocess module from reaping them behind our back (it reaps collected running Popens)
@@ -141,3 +141,17 @@ def log_tail(path: str, lines: int = 10, max_bytes: int = 4096) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def run_checked(command: list[str], timeout: float, stdin: str = "") -> None:
+    """Run a system tool (useradd, iptables-restore…); a failure is a readable SpawnerError
+    with the tool's last line of complaint."""
+    try:
+        result = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SpawnerError(f"Cannot run {command[0]}: {exc}") from exc
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no message"]
+        raise SpawnerError(f"{command[0]} failed ({result.returncode}): {detail[0][:300]}")

@@ -46,6 +46,7 @@ from portal.tokens import token_issue
 from sessions_app.models import Environment, Session
 from suspension_app.models import Suspension
 from suspension_app.services import suspension_impose
+from tests.sessions_app.pinned import pinned_state
 
 ANON = "anonymous"
 UNVERIFIED = "unverified"
@@ -174,7 +175,7 @@ class World:
             expires_at=now + self.environment.max_duration,
             url="http://127.0.0.1:1/user/matrix/lab",
             # What the local back-end keeps for a server: the forward-auth hands it on.
-            spawner_state={"socket": "/nonexistent/jupyter.sock", "token": "matrix-token"},
+            spawner_state=pinned_state("matrix-token"),
         )
 
 

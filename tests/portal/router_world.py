@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
@@ -35,10 +34,8 @@ from django.utils import timezone
 
 from portal.router import RouterConfig, command, prepare
 from sessions_app.models import Environment, Session
-from sessions_app.spawners import get_spawner
-from sessions_app.spawners.local import LocalProcessSpawner
-from sessions_app.spawners.socket_route import route_link, socket_pin
 from tests.conftest import login_verified
+from tests.sessions_app.pinned import pinned_state
 
 # The router's port: outside the kernel's ephemeral range (32768-60999), where nothing else of
 # the machine's picks ports.
@@ -247,13 +244,6 @@ def running_session(user: User, environment: Environment, socket_path: Path, tok
     """A running session whose server listens on ``socket_path``, as the local back-end
     records it."""
     now = timezone.now()
-    session_id = uuid.uuid4().hex
-    # As the local back-end does once the server answers: the router's own link to it.
-    spawner = get_spawner()
-    assert isinstance(spawner, LocalProcessSpawner)
-    link = route_link(spawner.socket_dir, session_id)
-    router_gid = grp.getgrnam("www-data").gr_gid if os.geteuid() == 0 else None
-    assert socket_pin(socket_path, link, None, router_gid)
     return Session.objects.create(
         user=user,
         environment=environment,
@@ -261,7 +251,7 @@ def running_session(user: User, environment: Environment, socket_path: Path, tok
         created_at=now,
         started_at=now,
         expires_at=now + timedelta(hours=1),
-        spawner_state={"socket": str(socket_path), "token": token, "session_id": session_id},
+        spawner_state=pinned_state(token, socket_path),
     )
 
 

@@ -9,8 +9,6 @@ server's credential and socket for the router, the caller's cookies without the 
 
 from __future__ import annotations
 
-import socket
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,30 +25,14 @@ from django.utils import timezone
 from portal.tokens import token_issue, token_revoke, tokens_live_for
 from sessions_app.models import Environment, Session
 from sessions_app.spawners import get_spawner
-from sessions_app.spawners.local import LocalProcessSpawner
-from sessions_app.spawners.socket_route import route_link, socket_pin
+from sessions_app.spawners.socket_route import socket_pin
 from suspension_app.services import suspension_impose
 from tests.conftest import login_verified
+from tests.sessions_app.pinned import pinned_state, pinned_upstream, server_socket
 
 pytestmark = pytest.mark.django_db
 
 TOKEN = "the-servers-own-token"
-# Sockets standing in for the servers': the router is sent to a pinned link to a real one.
-_listeners: list[socket.socket] = []
-
-
-def _server_socket() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="jlp-auth-")) / "jupyter.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    _listeners.append(listener)
-    return path
-
-
-def _upstream(session: Session) -> str:
-    spawner = get_spawner()
-    assert isinstance(spawner, LocalProcessSpawner)
-    return f"unix:{route_link(spawner.socket_dir, session.spawner_state['session_id'])}"
 
 
 @pytest.fixture(autouse=True)
@@ -63,11 +45,6 @@ def _local_spawner(settings: Any) -> Iterator[None]:
 
 def _session(user: User, environment: Environment, state: str) -> Session:
     now = timezone.now()
-    # The local back-end pins the server's socket for the router once it answers.
-    server, session_id = _server_socket(), uuid.uuid4().hex
-    spawner = get_spawner()
-    assert isinstance(spawner, LocalProcessSpawner)
-    assert socket_pin(server, route_link(spawner.socket_dir, session_id), None, None)
     running = state in (Session.State.RUNNING, Session.State.STOPPING)
     return Session.objects.create(
         user=user,
@@ -78,7 +55,7 @@ def _session(user: User, environment: Environment, state: str) -> Session:
         expires_at=now + environment.max_duration if running else None,
         ended_at=now if state in ("stopped", "expired", "failed") else None,
         # What the local back-end keeps for a server (sessions_app/spawners/local.py).
-        spawner_state={"socket": str(server), "token": TOKEN, "session_id": session_id},
+        spawner_state=pinned_state(TOKEN),
     )
 
 
@@ -183,7 +160,7 @@ def test_the_owner_passes_to_their_own_servers_socket(
 
     assert response.status_code == 200
     assert response.headers["Authorization"] == f"token {TOKEN}"
-    assert response.headers["X-Jupyter-Upstream"] == _upstream(session)
+    assert response.headers["X-Jupyter-Upstream"] == pinned_upstream(session.spawner_state)
 
 
 def test_the_router_is_never_sent_to_the_path_in_the_persons_own_folder(
@@ -192,7 +169,7 @@ def test_the_router_is_never_sent_to_the_path_in_the_persons_own_folder(
     # Given a running session whose person replaced their socket with a link to another
     # socket (the server's own was pinned when it answered)
     session = _session(owner, environment, "running")
-    elsewhere = _server_socket()
+    elsewhere = server_socket()
     own = Path(session.spawner_state["socket"])
     own.unlink()
     own.symlink_to(elsewhere)
@@ -200,16 +177,16 @@ def test_the_router_is_never_sent_to_the_path_in_the_persons_own_folder(
 
     # then the router is still sent to the pinned server's socket
     response = _ask_route(client, "/user/owner/lab")
-    assert response.headers["X-Jupyter-Upstream"] == _upstream(session)
+    assert response.headers["X-Jupyter-Upstream"] == pinned_upstream(session.spawner_state)
     # and a link at the pin itself is not followed: no route at all
-    link = Path(_upstream(session).removeprefix("unix:"))
+    link = Path(pinned_upstream(session.spawner_state).removeprefix("unix:"))
     link.unlink()
     link.symlink_to(elsewhere)
     assert _ask_route(client, "/user/owner/lab").status_code == 403
 
 
 def test_a_planted_link_is_never_pinned(tmp_path: Path) -> None:
-    target = _server_socket()
+    target = server_socket()
     planted = tmp_path / "jupyter.sock"
     planted.symlink_to(target)
 
@@ -243,7 +220,7 @@ def test_a_portal_token_opens_ones_own_route_and_a_revoked_one_does_not(
     revoked = _ask_route(client, "/user/owner/api/status", Authorization=f"Bearer {raw}")
 
     assert allowed.status_code == 200
-    assert allowed.headers["X-Jupyter-Upstream"] == _upstream(session)
+    assert allowed.headers["X-Jupyter-Upstream"] == pinned_upstream(session.spawner_state)
     assert revoked.status_code == 401
     assert "Authorization" not in revoked.headers
 

@@ -12,6 +12,7 @@ import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -144,12 +145,7 @@ def test_the_server_listens_on_its_socket_only(
     assert cgroup is not None
 
     folder, sock = os.lstat(socket_path.parent), os.lstat(socket_path)
-    listening = [
-        c
-        for pid in cgroup.pids()
-        for c in psutil.Process(pid).net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN
-    ]
+    listening = [c for pid in cgroup.pids() for c in _inet(pid) if c.status == psutil.CONN_LISTEN]
 
     assert (folder.st_uid, folder.st_gid) == (state["uid"], _gid("www-data"))
     assert stat.S_IMODE(folder.st_mode) == 0o2750  # setgid: the socket gets the router's group
@@ -157,6 +153,15 @@ def test_the_server_listens_on_its_socket_only(
     assert (sock.st_uid, sock.st_gid) == (state["uid"], _gid("www-data"))
     assert stat.S_IMODE(os.stat(spawner.socket_dir).st_mode) == 0o711
     assert listening == []  # no TCP port at all
+
+
+def _inet(pid: int) -> list[Any]:
+    """The process's internet sockets; none if it ended meanwhile (the session's short-lived
+    helpers come and go while the cgroup is listed)."""
+    try:
+        return list(psutil.Process(pid).net_connections(kind="inet"))
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _gid(name: str) -> int:

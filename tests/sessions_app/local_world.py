@@ -8,6 +8,7 @@ accounts never meet those of other tests' users.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -25,8 +26,11 @@ from tests.sessions_app.spawner_contract import wait_for
 from tests.sessions_app.unix_forward import forward
 
 ISOLATION_PROBLEM = multi_user_problem(IsolationConfig())
+# A developer's machine without root may skip these; CI (CI=true, as root, with the Makefile's
+# bubblewrap and iptables) never does: there a missing tool fails the tests instead.
 needs_isolation = pytest.mark.skipif(
-    bool(ISOLATION_PROBLEM), reason=f"no multi-user isolation here: {ISOLATION_PROBLEM}"
+    bool(ISOLATION_PROBLEM) and not os.environ.get("CI"),
+    reason=f"no multi-user isolation here: {ISOLATION_PROBLEM}",
 )
 FIRST_TEST_PK = 99_100
 

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/portal \
 	CELERY_BROKER_URL=redis://127.0.0.1:6379/15
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench session-env
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +47,13 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
 	else echo "not root: cannot install nginx (runportal needs it: apt-get install nginx-light)"; fi
 
-run: $(BIN)/.runtime $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
+# The local sessions' software (JupyterLab, the kernels, the service's packages), apart from the
+# portal's: built from images/session/pypi-map.toml into .session-env (LOCAL_SESSION_ENV) the
+# first time, again when one of its inputs changes, else a check of a second.
+session-env:
+	$(PYTHON) images/session/build_local_env.py
+
+run: session-env $(BIN)/.runtime $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
 	$(BIN)/python manage.py runportal
 
 lint: $(BIN)/.dev
@@ -55,12 +61,12 @@ lint: $(BIN)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx lint
+test: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx lint
 	.ci/services
 	PORTAL_VAR_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest
 
-bench: $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
+bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
 	.ci/services
 	$(BIN)/python bench/launch.py
 	$(BIN)/python bench/access.py

@@ -325,6 +325,9 @@ SESSION_WARNING_MINUTES = env_int("SESSION_WARNING_MINUTES", 15, minimum=0)
 LOCAL_SPAWNER_RUNTIME_DIR = Path(
     env_str("LOCAL_SPAWNER_RUNTIME_DIR", str(VAR_DIR / "spawner"))
 ).resolve()
+# The local sessions' software (sessions_app/spawners/software.py): the environment that
+# images/session/build_local_env.py builds (`make run` does), or a ready one of the operator's.
+LOCAL_SESSION_ENV = Path(env_str("LOCAL_SESSION_ENV", str(BASE_DIR / ".session-env"))).absolute()
 # The portal's public address (scheme, host and port, no path): session URLs are
 # <PORTAL_PUBLIC_URL>/user/<name>/lab, served by the router in front of the portal.
 PORTAL_PUBLIC_URL = env_str("PORTAL_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -517,9 +520,13 @@ CELERY_BEAT_SCHEDULE["storage-sweep"] = {
     # A pass still queued at the next tick is dropped: that tick's pass does the same work.
     "options": {"expires": STORAGE_SWEEP_MINUTES * 60},
 }
-# The read-only notebooks library cloned (shallow) into each session's home at spawn; empty:
-# no library (the embedded default works offline).
-NOTEBOOKS_LIBRARY_URL = env_str("NOTEBOOKS_LIBRARY_URL")
+# The read-only notebooks library cloned (shallow) into each session's home at spawn: a git
+# URL; "builtin" (the default), the library that ships with the portal (images/notebooks-library,
+# from a repository the portal keeps in VAR_DIR; works offline; storage_app/library_builtin.py),
+# for local sessions only (Kubernetes pods cannot reach it and get none); empty or "none": no
+# library.
+_library_url = env_str("NOTEBOOKS_LIBRARY_URL", "builtin").strip()
+NOTEBOOKS_LIBRARY_URL = "" if _library_url.lower() == "none" else _library_url
 NOTEBOOKS_LIBRARY_BRANCH = env_str("NOTEBOOKS_LIBRARY_BRANCH")
 NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS = env_int("NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS", 60, minimum=1)
 for _name, _fraction in (

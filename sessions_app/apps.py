@@ -14,6 +14,7 @@ class SessionsAppConfig(AppConfig):
 
         if settings.SPAWNER == "local":
             register_readiness("isolation", _isolation_readiness)
+            register_readiness("session_software", _software_readiness)
 
 
 def _isolation_readiness() -> tuple[bool, str]:
@@ -25,3 +26,17 @@ def _isolation_readiness() -> tuple[bool, str]:
         "packet filter on" if status["packet_filter"] else "packet filter off"
     )
     return bool(status["ok"]), detail
+
+
+def _software_readiness() -> tuple[bool, str]:
+    """Ready once the local sessions' software is built (make run builds it)."""
+    from django.conf import settings
+
+    from sessions_app.spawners.base import SpawnerError
+    from sessions_app.spawners.software import session_software
+
+    try:
+        software = session_software(settings.LOCAL_SESSION_ENV)
+    except SpawnerError as exc:
+        return False, str(exc)
+    return True, str(software.prefix)

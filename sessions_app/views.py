@@ -152,6 +152,8 @@ def _status(session: Session) -> dict[str, Any]:
         "url": session.open_url,
         "reason": session.reason,
         "reason_label": session.get_reason_display() if session.reason else "",
+        # When the session page and JupyterLab's status bar warn that the time is nearly up.
+        "warning_minutes": settings.SESSION_WARNING_MINUTES,
     }
 
 

@@ -22,11 +22,18 @@ def get_spawner() -> Spawner:
             stop_grace_seconds=settings.SESSION_STOP_GRACE_SECONDS,
             isolation=config_from_settings(),
             log_max_bytes=settings.LOCAL_SESSION_LOG_MAX_BYTES,
+            software_dir=settings.LOCAL_SESSION_ENV,
         )
     if settings.SPAWNER == "kubernetes":
         from sessions_app.spawners.kube import KubernetesSpawner
         from sessions_app.spawners.kube_objects import KubeConfig, parse_cidrs, parse_labels
+        from storage_app.library_builtin import is_builtin
 
+        # The pods clone the library themselves. The one that ships with the portal ("builtin")
+        # is a repository on the portal's disk, which they cannot reach: no library for them.
+        library_url = settings.NOTEBOOKS_LIBRARY_URL
+        if is_builtin(library_url):
+            library_url = ""
         return KubernetesSpawner(
             KubeConfig(
                 namespace=settings.KUBE_NAMESPACE,
@@ -37,7 +44,7 @@ def get_spawner() -> Spawner:
                 home_storage_class=settings.KUBE_HOME_STORAGE_CLASS,
                 home_size=settings.KUBE_HOME_SIZE,
                 library_image=settings.KUBE_LIBRARY_IMAGE,
-                library_url=settings.NOTEBOOKS_LIBRARY_URL,
+                library_url=library_url,
                 library_branch=settings.NOTEBOOKS_LIBRARY_BRANCH,
                 egress_allow_cidrs=parse_cidrs(settings.KUBE_EGRESS_ALLOW_CIDRS),
                 router_namespace=settings.KUBE_ROUTER_NAMESPACE,

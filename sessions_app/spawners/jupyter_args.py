@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from sessions_app.spawners.base import SpawnerError
 from sessions_app.spawners.os_accounts import SessionAccount
 
 
-def resolve_command(command: list[str]) -> list[str]:
-    """Resolve a relative program against the venv's bin (where Jupyter is installed), then PATH."""
+def resolve_command(command: list[str], software_bin: Path) -> list[str]:
+    """Resolve a relative program against the session software's bin, then PATH."""
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
         raise SpawnerError(f"Invalid server command {command!r}.")
     program = command[0]
     if not os.path.isabs(program):
-        in_venv = Path(sys.executable).parent / program
-        found = str(in_venv) if os.access(in_venv, os.X_OK) else shutil.which(program)
+        in_software = software_bin / program
+        found = str(in_software) if os.access(in_software, os.X_OK) else shutil.which(program)
         if found is None:
             raise SpawnerError(f"Cannot find the server program {program!r}.")
         program = found

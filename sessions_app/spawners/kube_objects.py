@@ -288,10 +288,12 @@ def _server_args(base_url: str) -> list[str]:
     ]
 
 
-def _server_env(request: SpawnRequest, token: str) -> list[V1EnvVar]:
+def _server_env(config: KubeConfig, request: SpawnRequest, token: str) -> list[V1EnvVar]:
     return [
         V1EnvVar(name="JUPYTER_TOKEN", value=token),
         V1EnvVar(name="JUPYTER_PORTAL_SESSION_ID", value=request.session_id),
+        # For the session's JupyterLab extension (time left, stop, "your session ended").
+        V1EnvVar(name="JUPYTER_PORTAL_URL", value=config.public_url),
         V1EnvVar(name="HOME", value=HOME),
         # pip and conda installs land in the home, which is kept across sessions.
         V1EnvVar(name="PYTHONUSERBASE", value=f"{HOME}/.local"),
@@ -343,7 +345,7 @@ def make_pod(config: KubeConfig, request: SpawnRequest, token: str) -> V1Pod:
         # Arguments only: the image's entrypoint (tini and the Jupyter images' start.sh) stays
         # PID 1, reaps the kernels' zombies and runs the image's start-up hooks.
         args=[*command, *_server_args(request.base_url)],
-        env=_server_env(request, token),
+        env=_server_env(config, request, token),
         working_dir=HOME,
         ports=[V1ContainerPort(name=PORT_NAME, container_port=SERVER_PORT, protocol="TCP")],
         resources=_resources(str(request.cpus), f"{request.memory_mb}Mi"),

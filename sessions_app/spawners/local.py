@@ -32,7 +32,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -66,6 +65,13 @@ from sessions_app.spawners.processes import (
 )
 from sessions_app.spawners.sandbox import BOOT_DIR, Sandbox, SandboxSpec
 from sessions_app.spawners.socket_route import route_link, socket_pin, socket_unpin
+from sessions_app.spawners.software import (
+    DEFAULT_ENV_DIR,
+    SERVER_PROGRAM,
+    SessionSoftware,
+    session_software,
+    session_variables,
+)
 from sessions_app.spawners.unix_http import accepts, answers
 
 logger = logging.getLogger(__name__)
@@ -77,9 +83,6 @@ SCRATCH_LINK = "scratch"
 LIBRARY_NAME = "notebooks-library"
 SOCKET_NAME = "jupyter.sock"
 READY_TIMEOUT_SECONDS = 0.5
-# Only these reach a session from the worker's environment: the rest (database URLs, secret
-# keys, broker passwords) must not be readable by the user's code.
-INHERITED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL")
 # Kernels' ZMQ ipc files: in the sandbox's private /tmp (ipc paths must stay under ~107 bytes).
 SANDBOX_RUNTIME_DIR = "/tmp/jupyter-runtime"
 _KILL_WAIT_SECONDS = 5.0
@@ -112,6 +115,7 @@ class LocalProcessSpawner(Spawner):
         stop_grace_seconds: float = 5.0,
         isolation: IsolationConfig | None = None,
         log_max_bytes: int = 8 * 1024 * 1024,
+        software_dir: Path = DEFAULT_ENV_DIR,
     ) -> None:
         # Absolute, because it also marks the servers (RUNTIME_ENV) that list_servers looks for.
         self.runtime_dir = Path(runtime_dir).absolute()
@@ -120,6 +124,8 @@ class LocalProcessSpawner(Spawner):
         self.stop_grace_seconds = stop_grace_seconds
         self.isolation = isolation or IsolationConfig()
         self.log_max_bytes = log_max_bytes
+        # The session software (software.py): JupyterLab, kernels and the service's packages.
+        self.software_dir = Path(software_dir)
 
     @property
     def multi_user(self) -> bool:
@@ -132,7 +138,10 @@ class LocalProcessSpawner(Spawner):
         session_id = request.session_id
         if not _SESSION_ID.fullmatch(session_id):
             raise SpawnerError(f"Invalid session id {session_id!r}.")
-        command = resolve_command(request.backend_settings.get("command", ["jupyter-lab"]))
+        software = session_software(self.software_dir)
+        command = resolve_command(
+            request.backend_settings.get("command", [SERVER_PROGRAM]), software.bin
+        )
         account = self._account(request)
         home = Path(request.home_dir).absolute()
         scratch = None if request.scratch_dir is None else Path(request.scratch_dir).absolute()
@@ -175,7 +184,7 @@ class LocalProcessSpawner(Spawner):
         # The router's Jupyter settings (no token in the pages), where the router ships them.
         config = _SERVER_CONFIG_SOURCE if account is None else BOOT_DIR / SERVER_CONFIG
         server = [*command, *server_args(socket_path, request.base_url, home, account, config)]
-        argv = [sys.executable, "-E", "-s", str(boot_dir / "session_boot.py")]
+        argv = [str(software.python), "-E", "-s", str(boot_dir / "session_boot.py")]
         argv += [json.dumps(boot_settings), "--", *server]
         box: Sandbox | None = None
         try:
@@ -183,7 +192,8 @@ class LocalProcessSpawner(Spawner):
             # session findable (its cgroup holds the processes, this file the rest).
             self._save_state(state)
             if account is not None:
-                box = Sandbox(self._sandbox_spec(request, account, home, scratch), argv)
+                spec = self._sandbox_spec(request, account, home, scratch, software)
+                box = Sandbox(spec, argv)
                 argv = box.argv
             # Into a pipe, never the log file itself: see log_copier (joins the session's cgroup).
             limiter = limits.limiter(memory, cpus, cgroup)
@@ -192,7 +202,7 @@ class LocalProcessSpawner(Spawner):
                 proc = subprocess.Popen(
                     argv,
                     cwd="/" if account is not None else home,
-                    env=self._environment(request, home, scratch, token, account, cgroup),
+                    env=self._environment(request, software, home, scratch, token, account, cgroup),
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=subprocess.STDOUT,
@@ -287,7 +297,12 @@ class LocalProcessSpawner(Spawner):
             ) from exc
 
     def _sandbox_spec(
-        self, request: SpawnRequest, account: SessionAccount, home: Path, scratch: Path | None
+        self,
+        request: SpawnRequest,
+        account: SessionAccount,
+        home: Path,
+        scratch: Path | None,
+        software: SessionSoftware,
     ) -> SandboxSpec:
         library = None
         if request.library_dir is not None:
@@ -299,6 +314,7 @@ class LocalProcessSpawner(Spawner):
             scratch=scratch,
             library=library,
             library_target=home / LIBRARY_NAME,
+            software=software.prefixes,
             files={
                 **{BOOT_DIR / name: (_HERE / name).read_bytes() for name in _BOOT_FILES},
                 BOOT_DIR / SERVER_CONFIG: _SERVER_CONFIG_SOURCE.read_bytes(),
@@ -463,32 +479,14 @@ class LocalProcessSpawner(Spawner):
     def _environment(
         self,
         request: SpawnRequest,
+        software: SessionSoftware,
         home: Path,
         scratch: Path | None,
         token: str,
         account: SessionAccount | None,
         cgroup: limits.SessionCgroup | None,
     ) -> dict[str, str]:
-        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
-        python_bin = home / ".local" / "bin"
-        # The user's environment in the home first (``pip``, ``python``: installs go there),
-        # then the venv's bin (``jupyter`` and the rest of the server's programs).
-        env["PATH"] = os.pathsep.join(
-            [str(python_bin), str(Path(sys.executable).parent), env.get("PATH", os.defpath)]
-        )
-        env["HOME"] = str(home)
-        env["VIRTUAL_ENV"] = str(python_bin.parent)
-        # Jupyter looks in the server's environment before the home when it runs from a
-        # virtual environment: the kernel spec in the home, which runs the user's
-        # environment, must win over the server's own ``python3``.
-        env["JUPYTER_PREFER_ENV_PATH"] = "0"
-        # Where Python and conda put what the user installs: the home, kept between sessions.
-        env["PYTHONUSERBASE"] = str(home / ".local")
-        env["CONDA_ENVS_PATH"] = str(home / ".conda" / "envs")
-        env["CONDA_PKGS_DIRS"] = str(home / ".conda" / "pkgs")
-        if scratch is not None:
-            # A cache, not the user's packages: it would fill the private quota.
-            env["PIP_CACHE_DIR"] = str(scratch / ".cache" / "pip")
+        env = session_variables(software, home, scratch, self.public_url, dict(os.environ))
         if cgroup is None:
             # glibc reserves 64 MB of address space per thread arena; under RLIMIT_AS those
             # reservations, not memory in use, would eat the session's limit.

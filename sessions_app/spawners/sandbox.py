@@ -1,14 +1,15 @@
 """The bubblewrap sandbox a local session runs in (multi-user mode).
 
-``bwrap`` runs as root and builds the session's file system from nothing (not ``--ro-bind /
-/``): the OS (``/usr`` with the merged-usr links, ``/etc``) and the session software (the
-Python installation that runs Jupyter and the server's virtual environment) read-only at their
-own paths; the person's home and scratch read-write and the notebooks library read-only at the
-same paths as outside, so that the state, the ``scratch`` link and ``HOME`` mean the same on
-both sides; the session's socket folder read-write; a private ``/tmp`` and ``/dev/shm``, a new
-``/proc`` in a PID namespace of its own (with new IPC, UTS and cgroup namespaces). Nothing of
-the portal's ``var/`` or code, other people's folders, ``/run`` or ``/var`` (PostgreSQL's Unix
-socket with trust authentication lives in ``/var/run/postgresql``) exists in there.
+``bwrap`` runs as root and builds the session's file system from nothing (not ``--ro-bind / /``):
+the OS (``/usr`` with the merged-usr links, ``/etc``) and the session software (its environment and
+the Python installation it was made from, :mod:`.software`; not the portal's own virtual
+environment) read-only at their own paths; the person's home and scratch read-write and the
+notebooks library read-only at the same paths as outside, so that the state, the ``scratch`` link
+and ``HOME`` mean the same on both sides; the session's socket folder read-write; a private
+``/tmp`` and ``/dev/shm``, a new ``/proc`` in a PID namespace of its own (with new IPC, UTS and
+cgroup namespaces). Nothing of the portal's ``var/`` or code, other people's folders, ``/run`` or
+``/var`` (PostgreSQL's Unix socket with trust authentication lives in ``/var/run/postgresql``)
+exists in there.
 
 Inside, ``setpriv`` drops to the person's account with no groups, no capabilities (also none
 in the bounding set) and ``no_new_privs``, so a setuid program gains nothing. bwrap keeps only
@@ -31,7 +32,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,8 @@ class SandboxSpec:
     files: dict[Path, bytes] = field(default_factory=dict)
     # Where the library appears inside (default: ``home/notebooks-library``).
     library_target: Path | None = None
+    # The session software's folders (software.py), shown read-only at their own paths.
+    software: tuple[Path, ...] = ()
 
 
 class Sandbox:
@@ -104,13 +106,13 @@ class Sandbox:
             "--unshare-cgroup-try",
             "--hostname", "jupyter",
             "--new-session",
-            *system_binds(),
+            *system_binds(spec.software),
             "--proc", "/proc",
             "--dev", "/dev",
             "--perms", "1777", "--tmpfs", "/dev/shm",
             "--perms", "1777", "--tmpfs", "/tmp",
         ]  # fmt: skip
-        mounts = _MountPoints(_system_bind_targets())
+        mounts = _MountPoints(_system_bind_targets(spec.software))
         home_fd = self._open(spec.home, uid, "home")
         args += [*mounts.parents(spec.home), "--bind-fd", str(home_fd), str(spec.home)]
         if spec.library is not None and spec.library.parent == spec.home:
@@ -179,20 +181,20 @@ class _MountPoints:
         return args
 
 
-def _software_prefixes() -> list[Path]:
-    """The Python installation that runs Jupyter, and the server's virtual environment."""
-    prefixes = dict.fromkeys(Path(p).resolve() for p in (sys.base_prefix, sys.prefix))
+def _software_prefixes(software: tuple[Path, ...]) -> list[Path]:
+    """The session software's folders that ``/usr`` does not already hold."""
+    prefixes = dict.fromkeys(Path(p).resolve() for p in software)
     return [prefix for prefix in prefixes if not prefix.is_relative_to("/usr")]
 
 
-def _system_bind_targets() -> list[Path]:
-    return [Path("/usr"), Path("/etc"), *_software_prefixes()] + [
+def _system_bind_targets(software: tuple[Path, ...]) -> list[Path]:
+    return [Path("/usr"), Path("/etc"), *_software_prefixes(software)] + [
         Path("/") / name for name in _MERGED_USR if (Path("/") / name).is_dir()
     ]
 
 
 @functools.cache
-def system_binds() -> tuple[str, ...]:
+def system_binds(software: tuple[Path, ...] = ()) -> tuple[str, ...]:
     """Read-only binds of the OS and the session software, at their own paths."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in _MERGED_USR:
@@ -205,7 +207,7 @@ def system_binds() -> tuple[str, ...]:
     # The software's folders sit at their own paths, below folders (e.g. a 0700 /root) that
     # are made traversable, not readable, in the new root.
     mounts = _MountPoints([Path("/usr"), Path("/etc")])
-    for prefix in _software_prefixes():
+    for prefix in _software_prefixes(software):
         args += [*mounts.parents(prefix), "--ro-bind", str(prefix), str(prefix)]
     return tuple(args)
 

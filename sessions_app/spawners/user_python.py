@@ -1,29 +1,30 @@
 """The session's own Python environment in the home, for the local back-end.
 
 Packages a user installs with ``pip`` go to private storage and are there at the next session
-(service rule 6). Local sessions run the portal's virtual environment, where pip's usual ways to
-install elsewhere fail (each tried for real, pip 23.2):
+(service rule 6). Local sessions run the session software's virtual environment
+(:mod:`.software`), read-only and shared, where pip's usual ways to install elsewhere fail (each
+tried for real, pip 23.2):
 
 - ``PIP_USER=1`` with ``PYTHONUSERBASE``: refused, "User site-packages are not visible in this
   virtualenv" (the environment has no system site-packages, so it has no user site either);
 - ``PIP_PREFIX`` with ``PYTHONPATH``: new packages land in the home, but upgrading a package the
-  portal's environment has *uninstalls it from the portal's environment*, which every session
-  (and the portal itself) shares;
-- ``PIP_TARGET`` with ``PYTHONPATH``: never touches the portal's environment, but it reinstalls
+  shared environment has *uninstalls it from the shared environment* (or fails, read-only);
+- ``PIP_TARGET`` with ``PYTHONPATH``: never touches the shared environment, but it reinstalls
   every dependency into the home, a reinstall or upgrade leaves the old ``.dist-info`` behind
   (``pip list`` then reports the wrong version) and ``pip uninstall`` removes nothing.
 
 So the home gets a small virtual environment of its own at ``~/.local`` (the user-site layout:
-``~/.local/lib/pythonX.Y/site-packages`` and ``~/.local/bin``, as ``PYTHONUSERBASE=~/.local``
-gives in a container image without a virtual environment), layered over the portal's: a ``.pth``
-file adds the portal environment's site-packages *after* its own. Kernels run its ``python`` (a
-user-level ``python3`` kernel spec) and its ``bin`` comes first on ``PATH`` (``pip``,
-``python``), so ``%pip``, ``!pip`` and ``pip`` in a terminal install, upgrade and uninstall in
-the home and only there: a package of the portal's environment is shadowed, never removed, and
-one it already has satisfies a dependency without a copy. The environment is refreshed at every
-start (links to the interpreter, the ``.pth`` file, ``pip``, the kernel spec); what the user
-installed is kept.
-"""
+``~/.local/lib/pythonX.Y/site-packages`` and ``~/.local/bin``, as ``PYTHONUSERBASE=~/.local`` gives
+in a container image without a virtual environment), layered over the shared one: a ``.pth`` file
+adds the shared environment's site-packages *after* its own. Its ``pyvenv.cfg`` says ``include-
+system-site-packages = true``, which is what lets ``pip install --user`` (what many guides say)
+work: the user site is then ``~/.local`` itself, the same folder as a plain ``pip install``. The
+Python installation's own site-packages come after both. Kernels run its ``python`` (a user-level
+``python3`` kernel spec) and its ``bin`` comes first on ``PATH`` (``pip``, ``python``), so
+``%pip``, ``!pip`` and ``pip`` in a terminal install, upgrade and uninstall in the home and only
+there: a package of the shared environment is shadowed, never removed, and one it already has
+satisfies a dependency without a copy. The environment is refreshed at every start (links to the
+interpreter, the ``.pth`` file, ``pip``, the kernel spec); what the user installed is kept."""
 
 from __future__ import annotations
 
@@ -66,10 +67,10 @@ def _venv_path(prefix: str, name: str) -> str:
 
 
 class _LayeredEnvBuilder(venv.EnvBuilder):
-    """A virtual environment without pip of its own, which sees the portal's packages."""
+    """A virtual environment without pip of its own, which sees the session software's packages."""
 
     def __init__(self) -> None:
-        super().__init__(symlinks=True, with_pip=False)
+        super().__init__(symlinks=True, with_pip=False, system_site_packages=True)
 
     def setup_python(self, context: types.SimpleNamespace) -> None:
         # EnvBuilder keeps an existing link: one to an interpreter that was replaced (a Python
@@ -85,9 +86,9 @@ class _LayeredEnvBuilder(venv.EnvBuilder):
     def post_setup(self, context: types.SimpleNamespace) -> None:
         prefix = context.env_dir
         site_packages = Path(_venv_path(prefix, "purelib"))
-        portal = dict.fromkeys(sysconfig.get_paths()[name] for name in ("purelib", "platlib"))
-        # addsitedir, not a bare path: the portal's own .pth files must be read as well.
-        lines = [f"import site; site.addsitedir({path!r})\n" for path in portal]
+        shared = dict.fromkeys(sysconfig.get_paths()[name] for name in ("purelib", "platlib"))
+        # addsitedir, not a bare path: the shared environment's .pth files must be read as well.
+        lines = [f"import site; site.addsitedir({path!r})\n" for path in shared]
         _write(site_packages / _PTH_NAME, "".join(lines))
         minor = f"{sys.version_info.major}.{sys.version_info.minor}"
         for name in ("pip", f"pip{sys.version_info.major}", f"pip{minor}"):

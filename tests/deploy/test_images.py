@@ -119,7 +119,7 @@ def test_session_image_context_is_its_own_folder() -> None:
     sources = copy_sources(SESSION_DOCKERFILE)
 
     assert sources
-    assert all((SESSION_DOCKERFILE.parent / source).is_file() for source in sources)
+    assert all((SESSION_DOCKERFILE.parent / source).exists() for source in sources)
 
 
 # --- the portal image ---------------------------------------------------------------------------

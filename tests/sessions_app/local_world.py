@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from sessions_app.spawners.base import ServerStatus, SpawnRequest, State
+from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest, State
 from sessions_app.spawners.isolation import IsolationConfig, multi_user_problem
 from sessions_app.spawners.local import LocalProcessSpawner
+from sessions_app.spawners.software import session_software
 from tests.sessions_app.jupyter_kernel import Execution, execute, start_kernel
 from tests.sessions_app.spawner_contract import wait_for
 from tests.sessions_app.unix_forward import forward
@@ -33,6 +35,18 @@ needs_isolation = pytest.mark.skipif(
     reason=f"no multi-user isolation here: {ISOLATION_PROBLEM}",
 )
 FIRST_TEST_PK = 99_100
+
+
+def session_python() -> str:
+    """The session software's Python: what a sandboxed session can run (the portal's own
+    virtual environment is not in the sandbox). The portal's, where the software is missing
+    (the tests that need it fail then, saying so)."""
+    from django.conf import settings
+
+    try:
+        return str(session_software(settings.LOCAL_SESSION_ENV).python)
+    except SpawnerError:
+        return sys.executable
 
 
 @pytest.fixture

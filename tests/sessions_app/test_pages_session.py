@@ -168,6 +168,7 @@ def test_status_reports_state_and_remaining_seconds_of_running_session(
         "url": JUPYTER_URL,
         "reason": "",
         "reason_label": "",
+        "warning_minutes": 15,
     }
 
 

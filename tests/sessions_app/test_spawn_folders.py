@@ -13,7 +13,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import sysconfig
 import time
 import uuid
@@ -37,6 +36,7 @@ from storage_app.layout import home_path, scratch_path
 from tests.conftest import login_verified
 from tests.sessions_app.jupyter_kernel import execute, start_kernel
 from tests.sessions_app.lifecycle import in_state, wait_for
+from tests.sessions_app.local_world import session_python
 from tests.sessions_app.unix_forward import forward
 
 GIT_ENV = {
@@ -223,7 +223,7 @@ def test_a_session_gets_its_three_folders_and_pip_installs_persist(
 
 
 # A stand-in server: the process is what these tests look at, not Jupyter.
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+SLEEPER = [session_python(), "-c", "import time; time.sleep(600)"]
 
 
 def sleeper_request(tmp_path: Path, scratch: Path | None) -> SpawnRequest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from collections.abc import Iterator
@@ -37,9 +38,15 @@ from sessions_app.spawners.os_accounts import (
 )
 from sessions_app.spawners.processes import memory_label
 from sessions_app.spawners.socket_route import route_link
+from sessions_app.spawners.software import session_software
 from sessions_app.spawners.unix_http import UnixHTTPConnection
 from tests.sessions_app.jupyter_kernel import execute, start_kernel
-from tests.sessions_app.local_world import FIRST_TEST_PK, needs_isolation, socket_root
+from tests.sessions_app.local_world import (
+    FIRST_TEST_PK,
+    needs_isolation,
+    session_python,
+    socket_root,
+)
 from tests.sessions_app.spawner_contract import (
     Launch,
     SpawnerContract,
@@ -50,7 +57,7 @@ from tests.sessions_app.unix_forward import forward
 
 __all__ = ["socket_root"]  # a fixture
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+SLEEPER = [session_python(), "-c", "import time; time.sleep(600)"]
 PK = FIRST_TEST_PK + 5
 OFF = IsolationConfig(mode="off")
 
@@ -222,7 +229,7 @@ def test_a_crashed_worker_leaves_the_session_findable(
 def test_exit_code_and_log_tail_explain_a_dead_server(
     spawner: LocalProcessSpawner, launch: Launch
 ) -> None:
-    command = [sys.executable, "-c", "import sys; print('no such kernel'); sys.exit(3)"]
+    command = [session_python(), "-c", "import sys; print('no such kernel'); sys.exit(3)"]
     _, state = launch(backend_settings={"command": command})
 
     result = wait_for(spawner, state, ServerStatus.GONE, timeout=30)
@@ -290,13 +297,30 @@ def test_session_env_has_a_private_home_and_none_of_the_workers_secrets(
     assert env[SESSION_ENV] == request.session_id
     assert env["PATH"].split(os.pathsep)[:2] == [
         str(request.home_dir / ".local" / "bin"),  # the user's Python environment (pip)
-        str(Path(sys.executable).parent),
+        str(session_software(single_user.software_dir).bin),  # then the session software
     ]
+    assert env["JUPYTER_PORTAL_URL"] == single_user.public_url
     assert "worker-secret" not in env.values()
 
 
-def test_relative_command_is_found_in_the_venv_first() -> None:
-    assert resolve_command(["python", "-V"]) == [str(Path(sys.executable).parent / "python"), "-V"]
+def test_relative_command_is_found_in_the_session_software_first(tmp_path: Path) -> None:
+    software_bin = tmp_path / "bin"
+    software_bin.mkdir()
+    (software_bin / "python").symlink_to(sys.executable)
+
+    assert resolve_command(["python", "-V"], software_bin) == [str(software_bin / "python"), "-V"]
+    assert resolve_command(["sh", "-c", "true"], software_bin)[0] == shutil.which("sh")
+
+
+def test_a_session_without_its_software_is_refused_with_the_way_to_build_it(
+    tmp_path: Path,
+) -> None:
+    spawner = LocalProcessSpawner(
+        tmp_path / "run", isolation=IsolationConfig(mode="off"), software_dir=tmp_path / "none"
+    )
+
+    with pytest.raises(SpawnerError, match=r"not built yet .*`make run` builds it"):
+        spawner.start(make_request(tmp_path), progress=lambda message: None)
 
 
 def test_unknown_command_is_a_spawner_error(spawner: LocalProcessSpawner, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ never contained ``~``, and a changed one had exactly 12 hex digits after it.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -25,10 +26,19 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from storage_app.library import Status, library_clone
+from storage_app.library import (
+    NOT_CONFIGURED_MESSAGE,
+    LibraryResult,
+    Status,
+    library_clone,
+    library_unavailable,
+)
+from storage_app.library_builtin import BuiltinLibraryError, builtin_library_url, is_builtin
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
+
+log = logging.getLogger(__name__)
 
 LIBRARY_DIR_NAME = "notebooks-library"
 
@@ -97,7 +107,9 @@ def session_folders_prepare(user: AbstractBaseUser | int, clone: bool = True) ->
     """Make sure the home and scratch exist, and clone a fresh notebooks library into the home.
 
     ``clone=False``: the back-end clones the library itself, in the session (the Kubernetes
-    back-end's init container); the result says so.
+    back-end's init container); the result says so. ``NOTEBOOKS_LIBRARY_URL=builtin`` (the
+    library that ships with the portal, :mod:`storage_app.library_builtin`) is cloned from the
+    portal's own repository; such a back-end cannot reach it and gets no library.
 
     Slow (a network clone, up to ``NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS``): never call it inside a
     database transaction. Raises ``OSError`` only if the home or scratch cannot be made; a
@@ -106,9 +118,13 @@ def session_folders_prepare(user: AbstractBaseUser | int, clone: bool = True) ->
     home = home_ensure(user)
     scratch = scratch_ensure(user)
     library = home / LIBRARY_DIR_NAME
+    url = settings.NOTEBOOKS_LIBRARY_URL
     if not clone:
-        if not settings.NOTEBOOKS_LIBRARY_URL:
-            return SessionFolders(home, scratch, library, "", "not_configured")
+        # The pod clones the library itself and cannot reach the portal's disk, where the
+        # built-in library's repository lives: "builtin" means no library there (the Kubernetes
+        # spawner is given no URL for it either, see sessions_app/spawners/__init__.py).
+        if not url or is_builtin(url):
+            return SessionFolders(home, scratch, library, NOT_CONFIGURED_MESSAGE, "not_configured")
         return SessionFolders(
             home,
             scratch,
@@ -117,10 +133,17 @@ def session_folders_prepare(user: AbstractBaseUser | int, clone: bool = True) ->
             "notebooks-library/CLONE-FAILED.txt says so.",
             "cloned",
         )
-    result = library_clone(
-        library,
-        settings.NOTEBOOKS_LIBRARY_URL,
-        settings.NOTEBOOKS_LIBRARY_BRANCH,
-        settings.NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS,
-    )
+    result = _library_clone(library, url)
     return SessionFolders(home, scratch, library, result.message, result.status)
+
+
+def _library_clone(library: Path, url: str) -> LibraryResult:
+    branch = settings.NOTEBOOKS_LIBRARY_BRANCH
+    if url and is_builtin(url):
+        try:
+            url = builtin_library_url()
+        except (BuiltinLibraryError, OSError) as exc:
+            log.warning("built-in notebooks library: %s", exc)
+            return library_unavailable(library, "the portal could not prepare its notebooks")
+        branch = ""  # the built-in repository has one branch; an operator's branch is not in it
+    return library_clone(library, url, branch, settings.NOTEBOOKS_LIBRARY_TIMEOUT_SECONDS)

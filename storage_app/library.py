@@ -57,6 +57,8 @@ _REASON_MAX_CHARS = 300
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 Status = Literal["cloned", "not_configured", "failed"]
+# What the session page says when the portal offers no library (users do not configure it).
+NOT_CONFIGURED_MESSAGE = "No shared notebooks are offered here."
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def library_clone(dest: Path, url: str, branch: str, timeout: int) -> LibraryRes
     a spawn goes on without a library, and the result says why.
     """
     if not url:
-        return LibraryResult("not_configured", "Notebooks library: not configured.")
+        return LibraryResult("not_configured", NOT_CONFIGURED_MESSAGE)
     try:
         return _clone(Path(dest), url, branch, timeout)
     except Exception as exc:  # a library problem must never block the session
@@ -133,6 +135,12 @@ def _clone(dest: Path, url: str, branch: str, timeout: int) -> LibraryResult:
         "by a fresh copy at each session start.",
         commit,
     )
+
+
+def library_unavailable(dest: Path, reason: str) -> LibraryResult:
+    """The result of a spawn whose library could not be prepared for cloning (``reason``, for
+    people); ``dest`` is left as it is."""
+    return _failed(Path(dest), _redact(reason)[:_REASON_MAX_CHARS])
 
 
 def _failed(dest: Path, reason: str) -> LibraryResult:

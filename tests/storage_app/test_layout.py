@@ -112,7 +112,7 @@ def test_session_folders_without_a_library_configured(settings: Any) -> None:
     assert not folders.library.exists()
     assert (folders.library_status, folders.library_message) == (
         "not_configured",
-        "Notebooks library: not configured.",
+        "No shared notebooks are offered here.",
     )
 
 

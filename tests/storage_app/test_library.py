@@ -170,7 +170,7 @@ def test_no_url_means_not_configured_and_touches_nothing(tmp_path: Path) -> None
     result = library_clone(library, "", "", 60)
 
     assert result.status == "not_configured"
-    assert result.message == "Notebooks library: not configured."
+    assert result.message == "No shared notebooks are offered here."
     assert (library / "old.txt").read_text() == "old"
 
 

@@ -75,3 +75,4 @@ bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables 
 	$(BIN)/python bench/queue_sim.py
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/session_software.py

@@ -72,12 +72,18 @@ from launch_probes import (
 )
 from launch_report import machine, report
 
+from sessions_app.spawners import software  # noqa: E402
+
 # (launch_probes put the portal on sys.path.) The spawner's own server flags: the Unix-socket
 # bare run starts the same server the portal starts, without the portal, sandbox and cgroup.
 from sessions_app.spawners.jupyter_args import server_args  # noqa: E402
 from sessions_app.spawners.local import LocalProcessSpawner  # noqa: E402
 
-BIN = Path(sys.executable).parent
+# The bare servers run the sessions' own software (what the portal's sessions run), not the
+# portal's virtual environment.
+BIN = software.session_software(
+    Path(os.environ.get("LOCAL_SESSION_ENV") or ROOT / ".session-env")
+).bin
 DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/portal_bench",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/10",

@@ -315,6 +315,7 @@ class LocalProcessSpawner(Spawner):
             library=library,
             library_target=home / LIBRARY_NAME,
             software=software.prefixes,
+            hidden=software.hidden,
             files={
                 **{BOOT_DIR / name: (_HERE / name).read_bytes() for name in _BOOT_FILES},
                 BOOT_DIR / SERVER_CONFIG: _SERVER_CONFIG_SOURCE.read_bytes(),

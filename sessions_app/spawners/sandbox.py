@@ -60,8 +60,10 @@ class SandboxSpec:
     files: dict[Path, bytes] = field(default_factory=dict)
     # Where the library appears inside (default: ``home/notebooks-library``).
     library_target: Path | None = None
-    # The session software's folders (software.py), shown read-only at their own paths.
+    # The session software's folders (software.py), shown read-only at their own paths, and
+    # folders in them shown empty.
     software: tuple[Path, ...] = ()
+    hidden: tuple[Path, ...] = ()
 
 
 class Sandbox:
@@ -107,6 +109,7 @@ class Sandbox:
             "--hostname", "jupyter",
             "--new-session",
             *system_binds(spec.software),
+            *_hide(spec.hidden),
             "--proc", "/proc",
             "--dev", "/dev",
             "--perms", "1777", "--tmpfs", "/dev/shm",
@@ -156,6 +159,14 @@ class Sandbox:
             *command,
         ]  # fmt: skip
         return args
+
+
+def _hide(folders: tuple[Path, ...]) -> list[str]:
+    """An empty, read-only folder over each of ``folders``."""
+    args: list[str] = []
+    for folder in folders:
+        args += ["--perms", "0555", "--tmpfs", str(folder), "--remount-ro", str(folder)]
+    return args
 
 
 class _MountPoints:

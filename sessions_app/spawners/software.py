@@ -51,6 +51,20 @@ class SessionSoftware:
         """What the sandbox must show (read-only) for the software to run."""
         return tuple(dict.fromkeys((self.base_prefix, self.prefix)))
 
+    @property
+    def hidden(self) -> tuple[Path, ...]:
+        """The Python installation's own site-packages, which the sandbox shows empty.
+
+        Whatever the machine's Python has installed for itself (test tools, its ``.pth`` files)
+        is not the session software; the person's environment in the home, which sees the
+        installation's site-packages (``include-system-site-packages``, for ``pip --user``),
+        must not load it. A Python of the OS (under ``/usr``) is left alone: its packages are
+        the OS's.
+        """
+        if self.base_prefix == self.prefix or self.base_prefix.is_relative_to("/usr"):
+            return ()
+        return tuple(sorted(self.base_prefix.glob("lib/python3.*/site-packages")))
+
 
 def software_problem(env_dir: Path) -> str:
     """Why sessions cannot start from ``env_dir`` ("" when they can)."""

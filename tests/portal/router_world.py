@@ -15,10 +15,10 @@ import shutil
 import socket
 import socketserver
 import subprocess
-import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
@@ -35,7 +35,10 @@ from django.utils import timezone
 from portal.router import RouterConfig, command, prepare
 from sessions_app.models import Environment, Session
 from tests.conftest import login_verified
+from tests.sessions_app.local_world import session_python
 from tests.sessions_app.pinned import pinned_state
+
+SERVER_CONFIG = Path(settings.BASE_DIR) / "images" / "session" / "jupyter_server_config.py"
 
 # The router's port: outside the kernel's ephemeral range (32768-60999), where nothing else of
 # the machine's picks ports.
@@ -90,12 +93,18 @@ def wait_for_socket(path: Path, process: subprocess.Popen[bytes] | None, timeout
 
 
 @contextlib.contextmanager
-def jupyterlab(folder: Path, base_url: str, root: Path) -> Iterator[tuple[Path, str]]:
-    """A real JupyterLab on ``folder/jupyter.sock``; yields the socket and its token."""
+def jupyterlab(
+    folder: Path, base_url: str, root: Path, portal: dict[str, str] | None = None
+) -> Iterator[tuple[Path, str]]:
+    """A real JupyterLab of the session software (its extension and settings, the sessions'
+    server configuration) on ``folder/jupyter.sock``; yields the socket and its token.
+
+    ``portal``: the variables the spawner sets for the extension (JUPYTER_PORTAL_URL,
+    JUPYTER_PORTAL_SESSION_ID)."""
     token = secrets.token_urlsafe(32)
     path = folder / "jupyter.sock"
     args = [
-        str(Path(sys.executable).with_name("jupyter-lab")),
+        str(Path(session_python()).with_name("jupyter-lab")),
         "--no-browser",
         f"--ServerApp.sock={path}",
         # The folder keeps everyone but the router's group out (socket_folder).
@@ -103,10 +112,11 @@ def jupyterlab(folder: Path, base_url: str, root: Path) -> Iterator[tuple[Path, 
         f"--ServerApp.base_url={base_url}",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.allow_remote_access=True",
+        f"--config={SERVER_CONFIG}",
     ]
     if os.geteuid() == 0:
         args.append("--ServerApp.allow_root=True")
-    environment = {**os.environ, "JUPYTER_TOKEN": token, "HOME": str(root)}
+    environment = {**os.environ, **(portal or {}), "JUPYTER_TOKEN": token, "HOME": str(root)}
     process = subprocess.Popen(
         args, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -240,17 +250,25 @@ def router_echo(router_folder: Path) -> Iterator[Path]:
         yield path
 
 
-def running_session(user: User, environment: Environment, socket_path: Path, token: str) -> Session:
+def running_session(
+    user: User,
+    environment: Environment,
+    socket_path: Path,
+    token: str,
+    session_id: uuid.UUID | None = None,
+    seconds_left: float = 3600,
+) -> Session:
     """A running session whose server listens on ``socket_path``, as the local back-end
     records it."""
     now = timezone.now()
     return Session.objects.create(
+        id=session_id or uuid.uuid4(),
         user=user,
         environment=environment,
         state=Session.State.RUNNING,
         created_at=now,
         started_at=now,
-        expires_at=now + timedelta(hours=1),
+        expires_at=now + timedelta(seconds=seconds_left),
         spawner_state=pinned_state(token, socket_path),
     )
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 
 from sessions_app.spawners.software import session_software, software_problem
@@ -72,6 +74,24 @@ def test_the_session_runs_from_the_session_software_not_the_portals(world: World
     assert server.startswith(str(software.prefix))  # the shared software, under it
     assert lab == str(software.bin / "jupyter-lab")
     assert portal_venv_visible is False  # the portal's own environment is not in the sandbox
+
+
+def test_the_machines_own_python_packages_are_not_in_the_session(world: World) -> None:
+    software = session_software(settings.LOCAL_SESSION_ENV)
+    hidden = [str(path) for path in software.hidden]
+
+    seen = last_json(
+        world,
+        PK,
+        f"import json, os, sys\nprint(json.dumps([[os.listdir(p) for p in {hidden!r}], sys.path]))",
+    )
+
+    listed, path = seen
+    assert all(entries == [] for entries in listed)  # shown empty inside
+    # The person's environment first, then the session software; the machine's own last.
+    home = str(world.sessions[0].request.home_dir)
+    site = [p for p in path if p.endswith("site-packages")]
+    assert site[0].startswith(home) and site[1].startswith(str(software.prefix)), site
 
 
 def test_every_package_the_map_installs_imports_and_every_program_runs(world: World) -> None:
@@ -213,3 +233,55 @@ print(json.dumps([done.returncode, (done.stdout + done.stderr)[-1500:]]))
     version, where = json.loads(found.stdout.strip().splitlines()[-1])
     assert version == "1.0"
     assert where.startswith(f"{second.request.home_dir}/.local/lib/python3.11/site-packages/")
+
+
+EXTENSIONS = """
+import json, subprocess
+server = subprocess.run(["jupyter", "server", "extension", "list"], capture_output=True, text=True)
+lab = subprocess.run(["jupyter", "labextension", "list"], capture_output=True, text=True)
+print(json.dumps([server.stdout + server.stderr, lab.stdout + lab.stderr]))
+"""
+
+
+def test_lab_has_git_widgets_proxy_voila_and_the_portal_extension_and_voila_renders(
+    world: World,
+) -> None:
+    server, lab = (re.sub(r"\x1b\[[0-9;]*m", "", text) for text in last_json(world, PK, EXTENSIONS))
+    session = world.sessions[0]
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "metadata": {},
+                "outputs": [],
+                "source": "print(6 * 7)",
+            }
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    headers = {"Authorization": f"token {session.token}"}
+    saved = requests.put(
+        f"{session.server_url}api/contents/answer.ipynb",
+        json={"type": "notebook", "content": notebook},
+        headers=headers,
+        timeout=30,
+    )
+    rendered = requests.get(
+        f"{session.server_url}voila/render/answer.ipynb", headers=headers, timeout=180
+    )
+
+    for name in ("jupyterlab_git", "jupyter_server_proxy", "voila"):
+        assert re.search(rf"{name}\S*\s+enabled", server), server
+    for name in (
+        "@jupyterlab/git",
+        "@jupyter-widgets/jupyterlab-manager",
+        "@jupyter-portal/session-status",
+        "@jupyterhub/jupyter-server-proxy",
+        "@voila-dashboards/jupyterlab-preview",
+    ):
+        assert re.search(rf"{re.escape(name)} v\S+ enabled", lab), lab
+    assert saved.status_code == 201, saved.text
+    assert rendered.status_code == 200 and "42" in rendered.text  # voila ran the notebook

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from sessions_app.spawners.software import session_software, software_problem
 from storage_app.layout import LIBRARY_DIR_NAME, session_folders_prepare
 from storage_app.library import NOT_CONFIGURED_MESSAGE, library_clone
 from storage_app.library_builtin import (
@@ -242,18 +243,14 @@ def test_the_setting_defaults_to_builtin_and_none_means_no_library(
 
 
 def session_environment() -> Path:
-    """The session environment (``LOCAL_SESSION_ENV``): fail on CI without it, else skip."""
-    env = Path(getattr(django_settings, "LOCAL_SESSION_ENV", None) or REPO_ROOT / ".session-env")
-    python = env / "bin" / "python"
-    if not python.exists():
-        message = (
-            f"the session environment is missing ({python} does not exist): the library's "
-            "notebooks are executed with it; build it with `make run` or set LOCAL_SESSION_ENV"
-        )
+    """The session software's prefix (``LOCAL_SESSION_ENV``): fail on CI without it, else skip."""
+    problem = software_problem(django_settings.LOCAL_SESSION_ENV)
+    if problem:
+        message = f"the library's notebooks are executed with the session software: {problem}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return env
+    return session_software(django_settings.LOCAL_SESSION_ENV).prefix
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,12 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 # Multi-user isolation of local sessions (sessions_app/spawners/isolation.py): bubblewrap for
-# the sandbox, iptables for the packet filter on the sessions' uids. Only root can install
+# the sandbox, iptables for the packet filter on the sessions' uids, slirp4netns for each
+# session's own network (session_net.py). Only root can install
 # them, and only root needs them (without root the portal runs in single-user mode).
-/usr/bin/bwrap /usr/sbin/iptables:
+/usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns:
 	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap iptables; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap iptables slirp4netns; \
 	else echo "not root: no bubblewrap/iptables (single-user mode)"; fi
 
 # The embedded broker: a redis-server that runportal starts itself on a Unix socket in var/
@@ -53,7 +54,7 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 session-env:
 	$(PYTHON) images/session/build_local_env.py
 
-run: session-env $(BIN)/.runtime $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
+run: session-env $(BIN)/.runtime $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx
 	$(BIN)/python manage.py runportal
 
 lint: $(BIN)/.dev
@@ -61,12 +62,12 @@ lint: $(BIN)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx lint
+test: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx lint
 	.ci/services
 	PORTAL_VAR_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest
 
-bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/redis-server /usr/sbin/nginx
+bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx
 	.ci/services
 	$(BIN)/python bench/launch.py
 	$(BIN)/python bench/access.py

@@ -4,10 +4,11 @@ takes to import earthkit.data.
 - build: ``images/session/build_local_env.py --env <temporary folder>`` from nothing (a new
   virtual environment, every package installed by pip; pip's cache as the machine has it, which
   the report says), timed, and the size of the result on disk;
-- import: a new kernel of the session software (``jupyter_client``'s ``KernelManager``, the
-  kernel spec the server uses), the time from ``import earthkit.data`` to its return, measured
-  in the kernel; the first round after the page cache was dropped (as root: cold, as after a
-  reboot), the others warm. Also the kernel's start to its first answer.
+- import: a new kernel of the session software (``jupyter_client``'s ``KernelManager``, the kernel
+  spec the server uses), the time from ``import earthkit.data`` to its return, measured in the
+  kernel, then opening a GRIB file into xarray (ecCodes loads then); the first round after the page
+  cache was dropped (as root: cold, as after a reboot), the others warm. Also the kernel's start to
+  its first answer.
 
     python bench/session_software.py [--rounds 5] [--skip-build]
 """
@@ -31,6 +32,8 @@ from common import ROOT, add_output_arguments, command_line, machine_basics, pub
 
 sys.path.insert(0, str(ROOT))
 BUILDER = ROOT / "images" / "session" / "build_local_env.py"
+# The notebooks library's sample: 4 fields of 2 m temperature, GRIB2 (images/notebooks-library).
+SAMPLE = ROOT / "images" / "notebooks-library" / "data" / "t2m-sample.grib2"
 # Run by the session software's Python: one new kernel, its start and the import, in seconds.
 KERNEL_SCRIPT = r"""
 import json, sys, time
@@ -40,15 +43,18 @@ manager, client = start_new_kernel(kernel_name="python3")
 try:
     client.wait_for_ready(timeout=120)
     ready = time.perf_counter() - began
-    code = ("import time as _t; _b = _t.perf_counter(); import earthkit.data; "
-            "print(_t.perf_counter() - _b)")
+    code = ("import time as _t; _b = _t.perf_counter(); import earthkit.data as ekd; "
+            "_i = _t.perf_counter() - _b; _b = _t.perf_counter(); "
+            f"ekd.from_source('file', {sys.argv[1]!r}).to_xarray().load(); "
+            "print(_i, _t.perf_counter() - _b)")
     output = []
     def keep(message):
         if message["msg_type"] == "stream":
             output.append(message["content"]["text"])
     reply = client.execute_interactive(code, timeout=300, output_hook=keep)
     assert reply["content"]["status"] == "ok", reply["content"]
-    print(json.dumps({"ready": ready, "import": float("".join(output).strip())}))
+    imported, opened = (float(x) for x in "".join(output).split())
+    print(json.dumps({"ready": ready, "import": imported, "open": opened}))
 finally:
     client.stop_channels()
     manager.shutdown_kernel(now=True)
@@ -57,7 +63,7 @@ finally:
 
 def software_python() -> Path:
     env_dir = Path(os.environ.get("LOCAL_SESSION_ENV") or ROOT / ".session-env")
-    return (env_dir / "current" / "bin" / "python").resolve().parent / "python"
+    return (env_dir / "current").resolve() / "bin" / "python"
 
 
 def build(folder: Path) -> dict[str, Any]:
@@ -92,7 +98,11 @@ def kernel_round(python: Path, home: Path) -> dict[str, float]:
     env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [str(python), "-c", KERNEL_SCRIPT], capture_output=True, text=True, env=env, timeout=600
+        [str(python), "-c", KERNEL_SCRIPT, str(SAMPLE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     if done.returncode != 0:
         raise SystemExit(f"the kernel round failed: {done.stderr[-2000:]}")
@@ -145,6 +155,10 @@ def main() -> None:
         f"| `import earthkit.data` in a new kernel, {first} | {rounds[0]['import']:.2f} s |",
         f"| `import earthkit.data` in a new kernel, warm, median of {len(warm)} | "
         f"{statistics.median(r['import'] for r in warm):.2f} s |",
+        f"| then opening the library's GRIB sample (4 fields) into xarray, {first} | "
+        f"{rounds[0]['open']:.2f} s |",
+        f"| the same, warm, median of {len(warm)} | "
+        f"{statistics.median(r['open'] for r in warm):.2f} s |",
         f"| a new kernel's start to its first answer, warm, median of {len(warm)} | "
         f"{statistics.median(r['ready'] for r in warm):.2f} s |",
         "",

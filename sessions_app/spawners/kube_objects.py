@@ -294,6 +294,8 @@ def _server_env(config: KubeConfig, request: SpawnRequest, token: str) -> list[V
         V1EnvVar(name="JUPYTER_PORTAL_SESSION_ID", value=request.session_id),
         # For the session's JupyterLab extension (time left, stop, "your session ended").
         V1EnvVar(name="JUPYTER_PORTAL_URL", value=config.public_url),
+        # Bokeh's plots carry BokehJS instead of fetching it from a CDN (offline browsers).
+        V1EnvVar(name="BOKEH_RESOURCES", value="inline"),
         V1EnvVar(name="HOME", value=HOME),
         # pip and conda installs land in the home, which is kept across sessions.
         V1EnvVar(name="PYTHONUSERBASE", value=f"{HOME}/.local"),

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psutil
 
-from sessions_app.spawners import limits, log_copier, os_accounts, sandbox
+from sessions_app.spawners import limits, log_copier, os_accounts, sandbox, session_net
 from sessions_app.spawners.base import (
     PollResult,
     ProgressCallback,
@@ -211,6 +211,8 @@ class LocalProcessSpawner(Spawner):
                     preexec_fn=limiter,
                 )
         except (OSError, subprocess.SubprocessError, SpawnerError) as exc:
+            if box is not None:
+                box.discard()
             self._cleanup(session_id, cgroup)
             if isinstance(exc, SpawnerError):
                 raise
@@ -224,6 +226,15 @@ class LocalProcessSpawner(Spawner):
         # pgid: the first program leads a process group of its own (start_new_session).
         state.update(pid=proc.pid, pgid=proc.pid, create_time=create_time, copier=copier.pid)
         self._save_state(state)
+        if box is not None and box.info_fd is not None and account is not None:
+            # The sandbox's own network (session_net.py): its way out, in its cgroup.
+            try:
+                pid = session_net.sandbox_pid(box.info_fd)
+                state["net_pid"] = session_net.connect(pid, account, limiter)
+            except (OSError, SpawnerError) as exc:
+                self.stop(state)
+                raise SpawnerError(f"The session's network could not be set up: {exc}") from exc
+            self._save_state(state)
         logger.info("Started JupyterLab for session %s: pid %s", session_id, proc.pid)
         return state
 
@@ -316,6 +327,7 @@ class LocalProcessSpawner(Spawner):
             library_target=home / LIBRARY_NAME,
             software=software.prefixes,
             hidden=software.hidden,
+            own_network=True,
             files={
                 **{BOOT_DIR / name: (_HERE / name).read_bytes() for name in _BOOT_FILES},
                 BOOT_DIR / SERVER_CONFIG: _SERVER_CONFIG_SOURCE.read_bytes(),
@@ -386,6 +398,7 @@ class LocalProcessSpawner(Spawner):
             left = stop_tree(state, marked, self.stop_grace_seconds, _KILL_WAIT_SECONDS)
             if left:
                 logger.warning("Session %s: processes %s survived SIGKILL", session_id, left)
+        session_net.reap(state.get("net_pid"))
         with contextlib.suppress(KeyError, TypeError, ValueError):
             pid = int(state["pid"])
             if pid in children and children[pid][1].poll() is not None:

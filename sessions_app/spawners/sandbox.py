@@ -37,6 +37,7 @@ from pathlib import Path
 
 from sessions_app.spawners.base import SpawnerError
 from sessions_app.spawners.os_accounts import SessionAccount, run_as_prefix
+from sessions_app.spawners.session_net import RESOLV_CONF, net_problem
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class SandboxSpec:
     # folders in them shown empty.
     software: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()
+    # A network namespace of its own (session_net.py): bwrap reports the sandbox's first pid on
+    # Sandbox.info_fd, for slirp4netns to join it.
+    own_network: bool = False
 
 
 class Sandbox:
@@ -71,16 +75,24 @@ class Sandbox:
 
     def __init__(self, spec: SandboxSpec, command: list[str]) -> None:
         self.fds: list[int] = []
+        self.info_fd: int | None = None  # read end of bwrap's --info-fd (own_network)
         try:
             self.argv = self._build(spec, command)
         except BaseException:
-            self.close()
+            self.discard()
             raise
 
     def close(self) -> None:
+        """Close what bwrap was given (not ``info_fd``: the caller reads and closes it)."""
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
+
+    def discard(self) -> None:
+        self.close()
+        if self.info_fd is not None:
+            os.close(self.info_fd)
+            self.info_fd = None
 
     def _open(self, path: Path, owner: int, what: str, dir_fd: int | None = None) -> int:
         """An O_PATH descriptor of the folder ``path`` (never a link), owned by ``owner``."""
@@ -115,6 +127,15 @@ class Sandbox:
             "--perms", "1777", "--tmpfs", "/dev/shm",
             "--perms", "1777", "--tmpfs", "/tmp",
         ]  # fmt: skip
+        files = dict(spec.files)
+        if spec.own_network:
+            read_end, write_end = os.pipe()
+            self.info_fd = read_end
+            self.fds.append(write_end)
+            args += ["--unshare-net", "--info-fd", str(write_end)]
+            # Names are resolved by slirp4netns's forwarder (the machine's resolver, or one on
+            # its loopback, is out of reach from the session's namespace).
+            files[Path(os.path.realpath("/etc/resolv.conf"))] = RESOLV_CONF
         mounts = _MountPoints(_system_bind_targets(spec.software))
         home_fd = self._open(spec.home, uid, "home")
         args += [*mounts.parents(spec.home), "--bind-fd", str(home_fd), str(spec.home)]
@@ -140,7 +161,7 @@ class Sandbox:
             str(socket_fd),
             str(spec.socket_dir),
         ]
-        for path, content in spec.files.items():
+        for path, content in files.items():
             fd = os.memfd_create(path.name)
             self.fds.append(fd)
             os.write(fd, content)
@@ -232,8 +253,11 @@ def sandbox_problem() -> str:
     for program in (BWRAP, "setpriv"):
         if shutil.which(program) is None:
             return f"{program} is not installed (apt-get install bubblewrap util-linux)"
+    if net_problem():
+        return net_problem()
     probe = [
-        BWRAP, "--unshare-pid", *system_binds(), "--proc", "/proc", "--dev", "/dev",
+        BWRAP, "--unshare-pid", "--unshare-net", *system_binds(),
+        "--proc", "/proc", "--dev", "/dev",
         "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
         "--", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
         "--inh-caps=-all", "--bounding-set=-all", "--", "/usr/bin/id", "-u",

@@ -128,4 +128,7 @@ def session_variables(
         # A cache, not the user's packages: it would fill the private quota.
         env["PIP_CACHE_DIR"] = str(scratch / ".cache" / "pip")
     env[PORTAL_URL_ENV] = portal_url
+    # Bokeh's plots carry BokehJS in the page instead of fetching it from cdn.bokeh.org, which
+    # a browser beside an offline machine (or behind a strict proxy) cannot reach.
+    env["BOKEH_RESOURCES"] = "inline"
     return env

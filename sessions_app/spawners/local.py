@@ -64,7 +64,14 @@ from sessions_app.spawners.processes import (
     stop_tree,
 )
 from sessions_app.spawners.sandbox import BOOT_DIR, Sandbox, SandboxSpec
-from sessions_app.spawners.socket_route import route_link, socket_pin, socket_unpin
+from sessions_app.spawners.socket_route import (
+    default_socket_dir,
+    make_private_dir,
+    route_link,
+    socket_folder_prepare,
+    socket_pin,
+    socket_unpin,
+)
 from sessions_app.spawners.software import (
     DEFAULT_ENV_DIR,
     SERVER_PROGRAM,
@@ -96,12 +103,6 @@ SERVER_CONFIG = "jupyter_server_config.py"
 _HERE = Path(__file__).resolve().parent
 # One file for both back-ends: the Kubernetes session image copies it to /etc/jupyter/.
 _SERVER_CONFIG_SOURCE = _HERE.parents[1] / "images" / "session" / SERVER_CONFIG
-
-
-def default_socket_dir(runtime_dir: Path) -> Path:
-    """``/run/jupyter-portal`` as root (short, and outside the portal's private var/), else a
-    folder beside the runtime directory."""
-    return Path("/run/jupyter-portal") if os.geteuid() == 0 else Path(runtime_dir) / "sockets"
 
 
 class LocalProcessSpawner(Spawner):
@@ -261,36 +262,19 @@ class LocalProcessSpawner(Spawner):
     ) -> None:
         try:
             for path in (self.runtime_dir / "logs", self.runtime_dir / "sessions"):
-                _make_private_dir(path)
-            self.socket_dir.mkdir(parents=True, exist_ok=True)
+                make_private_dir(path)
             if account is None:
-                _make_private_dir(home)
+                make_private_dir(home)
                 if scratch is not None:
-                    _make_private_dir(scratch)
+                    make_private_dir(scratch)
             else:
                 os_accounts.private_dir_hand_over(
                     home, account.uid, account.gid, skip=(LIBRARY_NAME,)
                 )
                 if scratch is not None:
                     os_accounts.private_dir_hand_over(scratch, account.uid, account.gid)
-            session_sockets = self.socket_dir / session_id
-            if os.geteuid() != 0:
-                # Not root: the router runs as the portal's own user, who owns the folder.
-                _make_private_dir(session_sockets)
-                return
-            router_gid = self._router_gid()
-            owner = (0, 0) if account is None else (account.uid, account.gid)
-            # Root's, and others may only pass through it to the folder they can open.
-            os.chmod(self.socket_dir, 0o711)
-            session_sockets.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(session_sockets, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            try:
-                os.fchown(fd, owner[0], owner[1] if router_gid is None else router_gid)
-                # setgid: the socket the server makes in it gets the router's group (not the
-                # account's own), so that its mode 0660 lets the router connect.
-                os.fchmod(fd, 0o700 if router_gid is None else 0o2750)
-            finally:
-                os.close(fd)
+            owner = None if account is None else (account.uid, account.gid)
+            socket_folder_prepare(self.socket_dir, session_id, owner, self._router_gid())
         except OSError as exc:
             raise SpawnerError(f"Cannot create the session's folders: {exc}") from exc
 
@@ -513,9 +497,3 @@ class LocalProcessSpawner(Spawner):
         env[SESSION_ENV] = request.session_id
         env[RUNTIME_ENV] = str(self.runtime_dir)
         return env
-
-
-def _make_private_dir(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.chmod(0o700)  # mkdir's mode passes through the umask

@@ -1,5 +1,9 @@
-"""The router's own way to a local server: a hard link to the server's socket, in a folder
-only root writes.
+"""Where a local server's socket lives, and the router's own way to it: a hard link to the
+server's socket, in a folder only root writes.
+
+Each session's socket folder (``<socket dir>/<session id>/``) belongs to the session's account
+with the router's group, setgid, mode 2750 (:func:`socket_folder_prepare`): only the person's
+processes and the router (nginx) can open the socket in it.
 
 The server makes its socket in the session's socket folder, which belongs to the person's
 account: they could replace ``jupyter.sock`` with a link to any socket nginx's workers may
@@ -20,6 +24,43 @@ from sessions_app.spawners.sandbox import is_socket_of
 
 # Session ids start with a letter or digit: no session's folder can be this one.
 ROUTES = ".routes"
+
+
+def default_socket_dir(runtime_dir: Path) -> Path:
+    """``/run/jupyter-portal`` as root (short, and outside the portal's private var/), else a
+    folder beside the runtime directory."""
+    return Path("/run/jupyter-portal") if os.geteuid() == 0 else Path(runtime_dir) / "sockets"
+
+
+def make_private_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode passes through the umask
+
+
+def socket_folder_prepare(
+    socket_dir: Path, session_id: str, owner: tuple[int, int] | None, router_gid: int | None
+) -> None:
+    """Make the session's socket folder: ``owner``'s (uid, gid; None: root's), the router's
+    group's. Raises OSError."""
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    session_sockets = socket_dir / session_id
+    if os.geteuid() != 0:
+        # Not root: the router runs as the portal's own user, who owns the folder.
+        make_private_dir(session_sockets)
+        return
+    uid, gid = owner or (0, 0)
+    # Root's, and others may only pass through it to the folder they can open.
+    os.chmod(socket_dir, 0o711)
+    session_sockets.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(session_sockets, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchown(fd, uid, gid if router_gid is None else router_gid)
+        # setgid: the socket the server makes in it gets the router's group (not the
+        # account's own), so that its mode 0660 lets the router connect.
+        os.fchmod(fd, 0o700 if router_gid is None else 0o2750)
+    finally:
+        os.close(fd)
 
 
 def route_link(socket_dir: Path, session_id: str) -> Path:

@@ -231,7 +231,8 @@ class LocalProcessSpawner(Spawner):
             # The sandbox's own network (session_net.py): its way out, in its cgroup.
             try:
                 pid = session_net.sandbox_pid(box.info_fd)
-                state["net_pid"] = session_net.connect(pid, account, limiter)
+                markers = {SESSION_ENV: session_id, RUNTIME_ENV: str(self.runtime_dir)}
+                state["net_pid"] = session_net.connect(pid, account, limiter, markers)
             except (OSError, SpawnerError) as exc:
                 self.stop(state)
                 raise SpawnerError(f"The session's network could not be set up: {exc}") from exc

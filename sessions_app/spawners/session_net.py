@@ -8,16 +8,18 @@ and it cannot take a port of the machine (the portal's address while the portal 
 meet another session on an abstract Unix socket (they belong to the network namespace).
 
 The way out is slirp4netns, the user-mode network stack of rootless containers: it joins the
-session's namespace, makes ``tap0`` there (10.0.2.100, gateway 10.0.2.2, DNS forwarder
-10.0.2.3, which the sandbox's ``/etc/resolv.conf`` names) and turns the session's packets into
-ordinary sockets of its own on the machine. It runs as the session's account, so the packet
-filter on the sessions' uids (:mod:`.netfilter`) judges every connection a session makes as
-before (this machine's addresses, private ranges and SSH refused); ``--disable-host-loopback``
-keeps the gateway from leading to the machine's loopback. It runs in the session's cgroup (a
-stop kills it with the rest). To join a namespace that init's user namespace owns it needs
-``CAP_SYS_ADMIN`` (and ``CAP_NET_ADMIN`` for ``tap0``), which it keeps as ambient capabilities:
-the session's own processes, without capabilities and in another PID namespace, can neither see
-it nor trace it (the kernel refuses to trace a process with capabilities the tracer lacks).
+session's namespace, makes ``tap0`` there (10.0.2.100, gateway 10.0.2.2, DNS forwarder 10.0.2.3,
+which the sandbox's ``/etc/resolv.conf`` names) and turns the session's packets into ordinary
+sockets of its own on the machine. It runs as the session's account, so the packet filter on the
+sessions' uids (:mod:`.netfilter`) judges every connection a session makes as before (this
+machine's addresses, private ranges and SSH refused); ``--disable-host-loopback`` keeps the gateway
+from leading to the machine's loopback. It runs in the session's cgroup (a stop kills it with the
+rest), carries the session's markers (a stop without a cgroup finds it by them) and none of the
+worker's other variables, under its own seccomp filter. To join a namespace that init's user
+namespace owns it needs ``CAP_SYS_ADMIN`` (and ``CAP_NET_ADMIN`` for ``tap0``), which it keeps as
+ambient capabilities: the session's own processes, without capabilities and in another PID
+namespace, can neither see it nor trace it (the kernel refuses to trace a process with capabilities
+the tracer lacks).
 """
 
 from __future__ import annotations
@@ -74,15 +76,27 @@ def sandbox_pid(info_fd: int) -> int:
         raise SpawnerError(f"The sandbox did not start: {data[:200]!r}") from exc
 
 
-def connect(child_pid: int, account: SessionAccount, preexec: Callable[[], None] | None) -> int:
-    """Start slirp4netns for the sandbox of ``child_pid``; returns its pid once ``tap0`` is up."""
+def connect(
+    child_pid: int,
+    account: SessionAccount,
+    preexec: Callable[[], None] | None,
+    markers: dict[str, str],
+) -> int:
+    """Start slirp4netns for the sandbox of ``child_pid``; returns its pid once ``tap0`` is up.
+
+    ``markers``: the variables that mark the session's processes (local.py), so that a stop
+    without a cgroup finds this one too; nothing else of the worker's environment (its
+    database URL, its secrets) goes to a process that reads the session's packets.
+    """
     ns_fd = os.open(f"/proc/{child_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ready_read, ready_write = os.pipe()
     caps = "+sys_admin,+net_admin"
     argv = [
         "setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups",
         f"--inh-caps={caps}", f"--ambient-caps={caps}", "--",
-        SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback",
+        # --enable-seccomp: no execve, ptrace, mount, setns, unshare… once it runs (it keeps
+        # its capabilities: --enable-sandbox needs root).
+        SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-seccomp",
         f"--ready-fd={ready_write}", "--netns-type=path", f"/proc/self/fd/{ns_fd}", "tap0",
     ]  # fmt: skip
     try:
@@ -92,6 +106,7 @@ def connect(child_pid: int, account: SessionAccount, preexec: Callable[[], None]
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=(ns_fd, ready_write),
+            env={"PATH": os.environ.get("PATH", os.defpath), **markers},
             start_new_session=True,
             preexec_fn=preexec,
         )

@@ -12,11 +12,16 @@ from __future__ import annotations
 import secrets
 import socket
 import textwrap
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 import redis
 import requests
 
+from sessions_app.spawners import limits, session_net
+from sessions_app.spawners.local import RUNTIME_ENV, SESSION_ENV
 from tests.sessions_app.local_world import (
     World,
     isolation_config,
@@ -118,3 +123,36 @@ def test_two_sessions_do_not_meet_on_an_abstract_socket(world: World) -> None:
 
     assert listening.stdout.strip() == "ok", listening
     assert reached.stdout.strip() == "ConnectionRefusedError", reached
+
+
+def test_slirp_runs_confined_with_only_the_session_markers(world: World) -> None:
+    a = world.start(A)
+    net = psutil.Process(int(a.state["net_pid"]))
+
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{net.pid}/status").read_text().splitlines()
+    )
+
+    assert net.uids().real == int(a.state["uid"])  # the packet filter judges its sockets
+    assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+    assert set(net.environ()) == {"PATH", SESSION_ENV, RUNTIME_ENV}  # none of the worker's
+
+
+def test_a_stop_without_a_cgroup_by_another_worker_stops_the_network_too(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rlimits mode (no writable cgroup), and the stop comes from a worker that did not start
+    # the session (a restart): the session's processes are found by their markers.
+    monkeypatch.setattr(limits, "make_cgroup", lambda *args: None)
+    monkeypatch.setattr(limits, "session_cgroup", lambda *args: None)
+    a = world.start(A)
+    net_pid = int(a.state["net_pid"])
+    session_net._running.clear()
+
+    world.spawner.stop(a.state)
+
+    for _ in range(50):
+        if not psutil.pid_exists(net_pid) or psutil.Process(net_pid).status() == "zombie":
+            break
+        time.sleep(0.1)
+    assert not psutil.pid_exists(net_pid) or psutil.Process(net_pid).status() == "zombie"

@@ -96,7 +96,7 @@ def _clone(dest: Path, url: str, branch: str, timeout: int) -> LibraryResult:
     try:
         clone = work / "clone"
         with tempfile.TemporaryDirectory(prefix="portal-git-home-") as git_home:
-            env = _git_environment(git_home)
+            env = git_environment(git_home)
             command = [git, "clone", "--depth=1", "--single-branch", "--no-tags", "--quiet"]
             if branch:
                 command.append(f"--branch={branch}")
@@ -150,7 +150,9 @@ def _failed(dest: Path, reason: str) -> LibraryResult:
     return LibraryResult("failed", f"Notebooks library: clone failed ({reason}); {then}.")
 
 
-def _git_environment(git_home: str) -> dict[str, str]:
+def git_environment(git_home: str) -> dict[str, str]:
+    """What git runs with: the worker's way to the network, none of its (or the machine's)
+    git configuration (``git_home`` stands in for the home), no prompts, English."""
     env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
     env.update(
         # No system, global or user configuration: the clone is the same on every worker.

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from storage_app.library import git_environment
+
 BUILTIN = "builtin"
 REPOSITORY_NAME = "notebooks-library.git"
 BRANCH = "main"
@@ -89,7 +91,7 @@ def builtin_library_commit(repository: Path | None = None) -> str:
     if not (repository / "HEAD").is_file():
         return ""
     with tempfile.TemporaryDirectory(prefix="portal-git-home-") as home:
-        return _head(repository, _environment(home))
+        return _head(repository, git_environment(home))
 
 
 @contextlib.contextmanager
@@ -104,7 +106,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _refresh(source: Path, repository: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="portal-git-home-") as home:
-        env = _environment(home)
+        env = git_environment(home)
         if not (repository / "HEAD").is_file():
             # Missing, or left half made by a worker that was killed: start again.
             if repository.is_dir() and not repository.is_symlink():
@@ -133,33 +135,15 @@ def _refresh(source: Path, repository: Path) -> None:
 
 
 def _head(repository: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        ["git", "--git-dir", str(repository), "rev-parse", "--verify", "--quiet", "HEAD"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=_GIT_TIMEOUT_SECONDS,
-        check=False,
-    )
-    return result.stdout.strip() if result.returncode == 0 else ""
-
-
-def _environment(home: str) -> dict[str, str]:
-    # No system, global or user configuration: the same repository on every worker.
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": home,
-        "XDG_CONFIG_HOME": home,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "LC_ALL": "C",
-    }
+    """The repository's commit, or "" while it has none."""
+    try:
+        return _git(env, "--git-dir", str(repository), "rev-parse", "--verify", "--quiet", "HEAD")
+    except BuiltinLibraryError:
+        return ""
 
 
 def _git(env: dict[str, str], *args: str) -> str:
-    git = shutil.which("git", path=env["PATH"])
+    git = shutil.which("git", path=env.get("PATH"))
     if git is None:
         raise BuiltinLibraryError("git is not installed on the portal's worker")
     try:

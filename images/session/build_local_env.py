@@ -107,7 +107,6 @@ def build(target: Path, mapping: dict, unpinned: bool) -> None:
     settings.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(LAB_OVERRIDES, settings / "overrides.json")
     _say(5, steps, "Making it read-only for sessions")
-    _read_only(target)
     # Byte-compiled files made later by a session's import would fail (read-only): make them now.
     subprocess.run(
         [python, "-m", "compileall", "-q", "-j", "0", str(target / "lib")],

@@ -26,17 +26,7 @@ from sessions_app.spawners import limits
 from sessions_app.spawners.base import ServerStatus
 from sessions_app.spawners.isolation import IsolationConfig, status
 from sessions_app.spawners.netfilter import CHAIN
-from tests.sessions_app.local_world import (
-    FIRST_TEST_PK,
-    LiveSession,
-    World,
-    isolation_config,
-    needs_isolation,
-    socket_root,
-    world,
-)
-
-__all__ = ["isolation_config", "socket_root", "world"]  # fixtures
+from tests.sessions_app.local_world import FIRST_TEST_PK, LiveSession, World, needs_isolation
 
 pytestmark = [pytest.mark.integration, needs_isolation]
 A, B = FIRST_TEST_PK, FIRST_TEST_PK + 1

@@ -17,15 +17,7 @@ import pytest
 from sessions_app.spawners import limits
 from sessions_app.spawners.base import ServerStatus
 from sessions_app.spawners.isolation import IsolationConfig
-from tests.sessions_app.local_world import (
-    FIRST_TEST_PK,
-    World,
-    needs_isolation,
-    socket_root,
-    world,
-)
-
-__all__ = ["socket_root", "world"]  # fixtures
+from tests.sessions_app.local_world import FIRST_TEST_PK, World, needs_isolation
 
 pytestmark = [pytest.mark.integration, needs_isolation]
 A = FIRST_TEST_PK + 2

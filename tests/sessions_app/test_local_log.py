@@ -17,16 +17,7 @@ import pytest
 
 from sessions_app.spawners import limits, log_copier
 from sessions_app.spawners.base import ServerStatus
-from tests.sessions_app.local_world import (
-    FIRST_TEST_PK,
-    World,
-    isolation_config,
-    needs_isolation,
-    socket_root,
-    world,
-)
-
-__all__ = ["isolation_config", "socket_root", "world"]  # fixtures
+from tests.sessions_app.local_world import FIRST_TEST_PK, World, needs_isolation
 
 A = FIRST_TEST_PK + 7
 CAP = 64 * 1024

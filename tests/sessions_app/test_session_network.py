@@ -22,15 +22,7 @@ import requests
 
 from sessions_app.spawners import limits, session_net
 from sessions_app.spawners.local import RUNTIME_ENV, SESSION_ENV
-from tests.sessions_app.local_world import (
-    World,
-    isolation_config,
-    needs_isolation,
-    socket_root,
-    world,
-)
-
-__all__ = ["isolation_config", "socket_root", "world"]  # fixtures
+from tests.sessions_app.local_world import World, needs_isolation
 
 pytestmark = [pytest.mark.integration, needs_isolation]
 A, B = 99_180, 99_181

@@ -23,16 +23,8 @@ import requests
 from django.conf import settings
 
 from sessions_app.spawners.software import session_software, software_problem
-from tests.sessions_app.local_world import (
-    World,
-    isolation_config,
-    needs_isolation,
-    socket_root,
-    world,
-)
+from tests.sessions_app.local_world import World, needs_isolation
 from tests.sessions_app.test_spawn_folders import PACKAGE, make_wheel
-
-__all__ = ["isolation_config", "socket_root", "world"]  # fixtures
 
 pytestmark = [pytest.mark.integration, needs_isolation]
 MAP = tomllib.loads(

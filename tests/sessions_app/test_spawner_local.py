@@ -41,12 +41,7 @@ from sessions_app.spawners.socket_route import route_link
 from sessions_app.spawners.software import session_software
 from sessions_app.spawners.unix_http import UnixHTTPConnection
 from tests.sessions_app.jupyter_kernel import execute, start_kernel
-from tests.sessions_app.local_world import (
-    FIRST_TEST_PK,
-    needs_isolation,
-    session_python,
-    socket_root,
-)
+from tests.sessions_app.local_world import FIRST_TEST_PK, needs_isolation, session_python
 from tests.sessions_app.spawner_contract import (
     Launch,
     SpawnerContract,
@@ -54,8 +49,6 @@ from tests.sessions_app.spawner_contract import (
     wait_for,
 )
 from tests.sessions_app.unix_forward import forward
-
-__all__ = ["socket_root"]  # a fixture
 
 SLEEPER = [session_python(), "-c", "import time; time.sleep(600)"]
 PK = FIRST_TEST_PK + 5

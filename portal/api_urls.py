@@ -6,6 +6,7 @@ from accounts_app import api as accounts_api
 from portal.api_schema import SchemaView
 from sessions_app import api as sessions_api
 from sessions_app import api_admin as sessions_admin_api
+from sessions_app import live as sessions_live
 from storage_app import api as storage_api
 from suspension_app import api as suspension_api
 from terms_app import api as terms_api
@@ -15,7 +16,8 @@ urlpatterns = [
     path("environments/", sessions_api.EnvironmentListView.as_view(), name="api-environments"),
     path("terms/current/", terms_api.CurrentTermsView.as_view(), name="api-terms-current"),
     path("terms/accept/", terms_api.AcceptTermsView.as_view(), name="api-terms-accept"),
-    path("session/", sessions_api.SessionView.as_view(), name="api-session"),
+    # The long poll (?wait=N) waits in an async view; the rest is SessionView.
+    path("session/", sessions_live.api_session, name="api-session"),
     path("sessions/", sessions_api.SessionHistoryView.as_view(), name="api-sessions"),
     path("storage/", storage_api.StorageView.as_view(), name="api-storage"),
     path("storage/removals/", storage_api.RemovalListView.as_view(), name="api-storage-removals"),

@@ -114,11 +114,28 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 
 DATABASE_URL = env_secret("DATABASE_URL")
+# Connections a process keeps in a pool (psycopg_pool; PostgreSQL only); 0: none, each thread
+# keeps its own for 60 s instead. The web sets it (runportal, deploy/): under the ASGI server
+# every request runs its sync code on a thread of its own, which would otherwise open (and
+# drop) a connection per request; the waiting views give theirs back while they wait.
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0, minimum=0)
 if DATABASE_URL:
     try:
-        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+        DATABASES = {
+            "default": dj_database_url.parse(
+                DATABASE_URL, conn_max_age=0 if DATABASE_POOL_SIZE else 60
+            )
+        }
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if DATABASE_POOL_SIZE and "postgresql" in DATABASES["default"]["ENGINE"]:
+        # Django checks each connection as it leaves the pool (one the server dropped is
+        # replaced, not handed out); a request waits at most ``timeout`` s for a free one.
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_SIZE,
+            "timeout": 10,
+        }
 else:
     DATABASES = {
         "default": {
@@ -322,6 +339,14 @@ SESSION_POOL_MEMORY_MB = env_int(
 QUEUE_AGING_MINUTES = env_float("QUEUE_AGING_MINUTES", 10.0, minimum=0.1)
 QUEUE_RESERVE_AFTER_MINUTES = env_float("QUEUE_RESERVE_AFTER_MINUTES", 30.0, minimum=0)
 SESSION_WARNING_MINUTES = env_int("SESSION_WARNING_MINUTES", 15, minimum=0)
+# Clients waiting for their session (the API's long poll, the session page's event stream)
+# hold no thread, but each web process admits at most this many at once per person and per
+# client address (sessions_app/waiting.py); more are answered 429 with Retry-After.
+WAIT_MAX_PER_USER = env_int("WAIT_MAX_PER_USER", 10, minimum=1)
+WAIT_MAX_PER_ADDRESS = env_int("WAIT_MAX_PER_ADDRESS", 200, minimum=1)
+# How waiting clients learn that a session changed (sessions_app/events.py): "auto" takes
+# PostgreSQL's NOTIFY on PostgreSQL, else Redis pub/sub on the broker; "off" re-reads every 2 s.
+SESSION_EVENTS = env_choice("SESSION_EVENTS", "auto", ("auto", "postgres", "redis", "off"))
 LOCAL_SPAWNER_RUNTIME_DIR = Path(
     env_str("LOCAL_SPAWNER_RUNTIME_DIR", str(VAR_DIR / "spawner"))
 ).resolve()

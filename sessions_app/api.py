@@ -17,7 +17,6 @@ from sessions_app.models import Environment, Session
 from sessions_app.selectors import (
     environments_launchable,
     session_active_for,
-    session_wait_settled,
     sessions_for_user,
 )
 from sessions_app.serializers import (
@@ -41,7 +40,7 @@ def _user(request: Request) -> AbstractBaseUser:
     return cast(AbstractBaseUser, request.user)
 
 
-def _no_active_session() -> ApiError:
+def no_active_session() -> ApiError:
     return ApiError(status.HTTP_404_NOT_FOUND, "You have no active session.", "no_active_session")
 
 
@@ -68,15 +67,13 @@ class SessionView(APIView):
         With ``?wait=N`` (at most 30), answers as soon as the session is running or has ended,
         or after N seconds.
         """
+        # A positive ``wait`` never reaches this method: sessions_app.live answers it without
+        # holding a thread. Here: no wait (or 0), checked all the same.
         query = SessionQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        wait = query.validated_data.get("wait")
-        if wait:
-            session = session_wait_settled(_user(request), timeout=wait)
-        else:
-            session = session_active_for(_user(request))
+        session = session_active_for(_user(request))
         if session is None:
-            raise _no_active_session()
+            raise no_active_session()
         return Response(SessionSerializer(session).data)
 
     @extend_schema(
@@ -117,7 +114,7 @@ class SessionView(APIView):
         server goes down); 404 ``no_active_session`` if there is none."""
         session = session_active_for(_user(request))
         if session is None:
-            raise _no_active_session()
+            raise no_active_session()
         # False means the session was already stopping or ended meanwhile: either way the
         # caller's wish holds, and the reloaded row below says how it ended.
         session_request_stop(str(session.pk), Session.Reason.USER_STOPPED)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from sessions_app.admission import AdmissionPolicy, Holding, QueueEntry, estimate_waits
+from sessions_app.admission import (
+    AdmissionPolicy,
+    Holding,
+    QueueEntry,
+    estimate_waits,
+    round_up_minutes,
+)
 from sessions_app.models import Environment, Session
 
 
@@ -170,26 +176,6 @@ def session_routable_for(
     return sessions.only("id", "state", "spawner_state", "user_id").first()
 
 
-def session_wait_settled(
-    user: AbstractBaseUser, timeout: float, interval: float = 0.1
-) -> Session | None:
-    """The active session once it is no longer queued or starting, or as it is at ``timeout``.
-
-    Lets a client wait for its server in one request instead of polling (a long poll). While
-    waiting it reads only the state column, every ``interval``: many clients waiting at once
-    must not take the CPU that their servers need to start.
-    """
-    deadline = time.monotonic() + timeout
-    waiting = (Session.State.QUEUED, Session.State.STARTING)
-    active = Session.objects.filter(user_id=user.pk, state__in=Session.ACTIVE_STATES)
-    while time.monotonic() < deadline:
-        state = active.values_list("state", flat=True).first()
-        if state not in waiting:
-            break
-        time.sleep(interval)
-    return session_active_for(user)
-
-
 def sessions_for_user(user: AbstractBaseUser) -> QuerySet[Session]:
     # The primary key breaks ties, so pages of the history never shift.
     return (
@@ -205,6 +191,34 @@ def session_remaining_seconds(session: Session, now: datetime | None = None) -> 
         return None
     now = now or timezone.now()
     return max(0, int((session.expires_at - now).total_seconds()))
+
+
+def session_current_for(user: AbstractBaseUser) -> Session | None:
+    """The active session, else the latest one that ended."""
+    return session_active_for(user) or sessions_for_user(user).first()
+
+
+def session_status_payload(session: Session) -> dict[str, Any]:
+    """What the session page, its event stream and JupyterLab's status bar show: the state,
+    progress, place in the queue and time left, as JSON."""
+    remaining = session_remaining_seconds(session)
+    estimate = session_queue_estimate(session)
+    return {
+        "id": str(session.id),
+        "state": session.state,
+        "state_label": session.get_state_display(),
+        "active": session.is_active,
+        "message": session.message,
+        "queue_position": estimate[0] if estimate else None,
+        "queue_wait_minutes": round_up_minutes(estimate[1]) if estimate else None,
+        "remaining_seconds": remaining,
+        "expires_at": session.expires_at.isoformat() if session.expires_at else None,
+        "url": session.open_url,
+        "reason": session.reason,
+        "reason_label": session.get_reason_display() if session.reason else "",
+        # When the session page and JupyterLab's status bar warn that the time is nearly up.
+        "warning_minutes": settings.SESSION_WARNING_MINUTES,
+    }
 
 
 def session_queue_position(session: Session) -> int | None:

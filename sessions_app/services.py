@@ -21,6 +21,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from sessions_app import events
 from sessions_app.admission import AdmissionPolicy, capacity_free, too_large
 from sessions_app.models import Environment, Session
 from sessions_app.options import OptionError, validate_options
@@ -181,6 +182,7 @@ def _launch_new(
             # Launching is what keeps the private storage (service rule 7): counted here, in
             # the launch's transaction, so a queued session protects it as a running one does.
             storage_session_started(user, session.created_at)
+            events.queue_changed()  # it may rank ahead of sessions already waiting
             _admit_soon()
     except IntegrityError:
         # A concurrent launch by the same user won the "one active session" constraint.
@@ -223,15 +225,20 @@ _ENDED = (State.STOPPED, State.EXPIRED, State.FAILED)
 def _transition(session_id: str, from_states: list[str], to_state: str, **fields: Any) -> bool:
     """Move a session to ``to_state`` if it is in one of ``from_states``; False if it was not.
 
-    A session that ends lets go of its share of the pool: an admission pass follows."""
+    A session that ends lets go of its share of the pool: an admission pass follows. Clients
+    waiting on the session are woken (and those in the queue, when it leaves the queue)."""
     fields.setdefault("updated_at", timezone.now())
     moved = bool(
         Session.objects.filter(pk=session_id, state__in=from_states).update(
             state=to_state, **fields
         )
     )
-    if moved and to_state in _ENDED:
-        _admit_soon()
+    if moved:
+        events.session_changed(session_id)
+        if State.QUEUED in from_states:
+            events.queue_changed()
+        if to_state in _ENDED:
+            _admit_soon()
     return moved
 
 
@@ -262,6 +269,7 @@ def session_spawn(session_id: str) -> None:
     )
     if not claimed:
         return
+    events.session_changed(session_id)
     session = Session.objects.select_related("environment", "user").get(pk=session_id)
     if suspension_active_for(session.user) is not None:
         # A suspension that committed between the launch and now: its stop may have looked
@@ -280,9 +288,10 @@ def session_spawn(session_id: str) -> None:
     spawner = get_spawner()
 
     def progress(message: str) -> None:
-        Session.objects.filter(pk=session_id, state=State.STARTING).update(
+        if Session.objects.filter(pk=session_id, state=State.STARTING).update(
             message=message, updated_at=timezone.now()
-        )
+        ):
+            events.session_changed(session_id)
 
     # Outside any transaction: the clone is network I/O and may take up to its timeout.
     if settings.NOTEBOOKS_LIBRARY_URL and not spawner.clones_library:
@@ -296,6 +305,7 @@ def session_spawn(session_id: str) -> None:
     Session.objects.filter(pk=session_id).update(
         library_status=folders.library_message, updated_at=timezone.now()
     )
+    events.session_changed(session_id)
     start_requested = timezone.now()
     try:
         state = spawner.start(_spawn_request(session, folders), progress)
@@ -585,7 +595,10 @@ def sessions_admit() -> int:
                 pk=entry.key, state=State.QUEUED, admitted_at__isnull=True
             ).update(admitted_at=now, message="Starting soon.", updated_at=now):
                 _enqueue("spawn_session", entry.key)
+                events.session_changed(entry.key)
                 admitted += 1
+        if admitted:
+            events.queue_changed()
     return admitted
 
 
@@ -662,6 +675,7 @@ def queue_move(session_id: str, steps: int, by: AbstractBaseUser) -> Session:
             )
         session.queue_boost = after
         session.save(update_fields=["queue_boost", "updated_at"])
+        events.queue_changed()
         _record_queue_change(
             session,
             by,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from sessions_app import views
+from sessions_app import live, views
 
 urlpatterns = [
     path("", views.launcher, name="launcher"),
     path("session/", views.session_page, name="session"),
     path("session/status/", views.session_status, name="session-status"),
+    path("session/events/", live.session_events_stream, name="session-events"),
     path("session/stop/", views.session_stop, name="session-stop"),
     path("usage/", views.usage_page, name="usage"),
     # Forward-auth for the routers: never reachable from outside (nginx and the Ingress

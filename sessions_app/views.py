@@ -19,7 +19,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts_app.access import public_view
 from portal.client_ip import client_ip
-from sessions_app.admission import round_up_minutes
 from sessions_app.charts import stacked_bar_chart
 from sessions_app.forms import LaunchForm, environment_choices
 from sessions_app.models import Session
@@ -27,9 +26,8 @@ from sessions_app.route_auth import Verdict, route_verdict, session_verdict
 from sessions_app.selectors import (
     environments_launchable,
     session_active_for,
-    session_queue_estimate,
-    session_remaining_seconds,
-    sessions_for_user,
+    session_current_for,
+    session_status_payload,
 )
 from sessions_app.services import (
     LaunchError,
@@ -136,45 +134,19 @@ def _format_duration(seconds: int) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
-def _status(session: Session) -> dict[str, Any]:
-    remaining = session_remaining_seconds(session)
-    estimate = session_queue_estimate(session)
-    return {
-        "id": str(session.id),
-        "state": session.state,
-        "state_label": session.get_state_display(),
-        "active": session.is_active,
-        "message": session.message,
-        "queue_position": estimate[0] if estimate else None,
-        "queue_wait_minutes": round_up_minutes(estimate[1]) if estimate else None,
-        "remaining_seconds": remaining,
-        "expires_at": session.expires_at.isoformat() if session.expires_at else None,
-        "url": session.open_url,
-        "reason": session.reason,
-        "reason_label": session.get_reason_display() if session.reason else "",
-        # When the session page and JupyterLab's status bar warn that the time is nearly up.
-        "warning_minutes": settings.SESSION_WARNING_MINUTES,
-    }
-
-
-def _current_session(user: AbstractBaseUser) -> Session | None:
-    """The active session, else the latest one that ended."""
-    return session_active_for(user) or sessions_for_user(user).first()
-
-
 @login_required
 @require_GET
 @never_cache
 def session_page(request: HttpRequest) -> HttpResponse:
     """The user's session: progress while it starts, the link and time left while it runs,
     and how it ended."""
-    session = _current_session(_user(request))
+    session = session_current_for(_user(request))
     context: dict[str, Any] = {
         "session": session,
         "storage_warnings": storage_warnings_for(request.user),
     }
     if session is not None:
-        status = _status(session)
+        status = session_status_payload(session)
         remaining = status["remaining_seconds"]
         warning_seconds = settings.SESSION_WARNING_MINUTES * 60
         context.update(
@@ -192,10 +164,10 @@ def session_page(request: HttpRequest) -> HttpResponse:
 @never_cache
 def session_status(request: HttpRequest) -> JsonResponse:
     """The session page's polling endpoint: state, progress and time left, as JSON."""
-    session = _current_session(_user(request))
+    session = session_current_for(_user(request))
     if session is None:
         return JsonResponse({"detail": "You have no session.", "code": "no_session"}, status=404)
-    return JsonResponse(_status(session))
+    return JsonResponse(session_status_payload(session))
 
 
 @login_required

@@ -324,6 +324,17 @@ RULES: list[Rule] = [
         },
     ),
     Rule(
+        "session-events",
+        "GET",
+        {
+            **PAGE_GUARD,
+            # Nobody of these has a session of their own: the stream says so and ends.
+            TERMS: Expect(200, text="no_session"),
+            OTHERS: Expect(200, text="no_session"),
+            STAFF: Expect(200, text="no_session"),
+        },
+    ),
+    Rule(
         "session-stop",
         "POST",
         {

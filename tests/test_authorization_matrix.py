@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -213,8 +214,18 @@ def _send(client: Client, method: str, url: str, data: Any) -> Response:
     return client.generic(method, url)
 
 
+async def _streamed(response: Any) -> bytes:
+    return b"".join([chunk async for chunk in response.streaming_content])
+
+
 def _text(response: Response) -> str:
-    return html.unescape(response.content.decode(errors="replace"))
+    if getattr(response, "streaming", False):  # the session page's event stream
+        if not hasattr(response, "_matrix_body"):
+            response._matrix_body = async_to_sync(_streamed)(response)  # type: ignore[attr-defined]
+        content: bytes = response._matrix_body  # type: ignore[attr-defined]
+    else:
+        content = response.content
+    return html.unescape(content.decode(errors="replace"))
 
 
 def _check(response: Response, expect: Expect, url: str, client: Client, where: str) -> None:

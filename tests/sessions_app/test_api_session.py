@@ -15,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from sessions_app import events
 from sessions_app.models import Environment, Session
 from tests.conftest import login_verified
 
@@ -214,6 +215,7 @@ def test_get_with_wait_answers_as_soon_as_the_session_runs(accepted: Any, enviro
         Session.objects.filter(pk=session.pk).update(
             state="running", started_at=now, expires_at=now + timedelta(hours=1), url="http://x/"
         )
+        events.session_changed(session.pk)  # as every write in sessions_app.services does
         connection.close()
 
     threading.Thread(target=promote).start()

@@ -78,6 +78,22 @@ def asgi_web(folder: Path, workers: int = 2, **env: str) -> Iterator[tuple[str, 
             process.kill()
             process.wait()
         log.close()
+        _server_connections_gone()
+
+
+def _server_connections_gone(timeout: float = 10) -> None:
+    """The server's connections end with it, but PostgreSQL may take a moment to notice: the
+    test database cannot be flushed or dropped before."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
 
 
 def get(

@@ -59,13 +59,19 @@ class SessionView(APIView):
 
     @extend_schema(
         parameters=[SessionQuerySerializer],
-        responses={200: SessionSerializer, 400: ApiErrorSerializer, 404: ApiErrorSerializer},
+        responses={
+            200: SessionSerializer,
+            400: ApiErrorSerializer,
+            404: ApiErrorSerializer,
+            429: ApiErrorSerializer,
+        },
     )
     def get(self, request: Request) -> Response:
         """The active session; 404 ``no_active_session`` if there is none.
 
         With ``?wait=N`` (at most 30), answers as soon as the session is running or has ended,
-        or after N seconds.
+        or after N seconds. Too many waits open at once: 429 ``too_many_waits`` with
+        ``Retry-After``.
         """
         # A positive ``wait`` never reaches this method: sessions_app.live answers it without
         # holding a thread. Here: no wait (or 0), checked all the same.

@@ -54,6 +54,12 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 session-env:
 	$(PYTHON) images/session/build_local_env.py
 
+# The load generator of bench/web_reads.py.
+/usr/bin/wrk:
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	else echo "not root: cannot install wrk (bench/web_reads.py needs it: apt-get install wrk)"; fi
+
 run: session-env $(BIN)/.runtime $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx
 	$(BIN)/python manage.py runportal
 
@@ -67,7 +73,7 @@ test: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /u
 	PORTAL_VAR_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest
 
-bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx
+bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx /usr/bin/wrk
 	.ci/services
 	$(BIN)/python bench/launch.py
 	$(BIN)/python bench/access.py
@@ -76,4 +82,6 @@ bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables 
 	$(BIN)/python bench/queue_sim.py
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/waiting.py
+	$(BIN)/python bench/web_reads.py
 	$(BIN)/python bench/session_software.py

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.deprecation import MiddlewareMixin
 from mozilla_django_oidc.middleware import SessionRefresh
 
 from accounts_app.access import PUBLIC, SIGNED_IN, view_access_policy
@@ -27,12 +28,9 @@ def _is_api_view(view: Callable[..., Any]) -> bool:
     return isinstance(cls, type) and issubclass(cls, APIView)
 
 
-class AccessPolicyMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+class AccessPolicyMiddleware(MiddlewareMixin):
+    """The guard, in ``process_view``. A MiddlewareMixin, so async-capable: an async view
+    behind it (the waiting views, ``portal/asgi.py``) then waits without holding a thread."""
 
     def process_view(
         self,

@@ -426,7 +426,7 @@ def measure_loop(users: int, cycles: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
         with EmbeddedPortal(Path(tmp) / "var", extra_env=LOOP_ENV) as portal:
             tokens = portal.make_users(users)
-            worker_pid = portal.child_pid("worker")
+            worker_pids = portal.worker_pids()
             began = time.monotonic()
             outcome = launch_stop_loop(portal.base, tokens, cycles)
             elapsed = time.monotonic() - began
@@ -440,7 +440,7 @@ def measure_loop(users: int, cycles: int) -> dict[str, Any]:
                 "errors": outcome.errors[:10],
                 "error_count": len(outcome.errors),
                 "states": final,
-                "worker_same_pid": portal.child_pid("worker") == worker_pid,
+                "worker_same_pid": portal.worker_pids() == worker_pids,
                 "restarts": portal.restarts(),
                 "isolation": "multi-user" if os.geteuid() == 0 else "single-user",
             }

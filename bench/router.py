@@ -142,9 +142,10 @@ def run(count: int, work: Path) -> dict[str, Any]:
     lab = start(lab_args, work / "lab.log", env={**env, "JUPYTER_TOKEN": token, "HOME": str(work)})
     web = start(
         [
-            sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind",
-            f"unix:{web_socket}", "--umask", "0o000", "--worker-class", "gthread",
-            "--workers", "2", "--threads", "8", "--no-control-socket",
+            sys.executable, "-m", "gunicorn", "portal.asgi:application", "--bind",
+            f"unix:{web_socket}", "--umask", "0o000",
+            "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", "2",
+            "--no-control-socket",
         ],
         work / "web.log", cwd=ROOT, env=env,
     )  # fmt: skip
@@ -201,8 +202,9 @@ def report(results: dict[str, Any], now: datetime) -> str:
 
 `bench/router.py`, {now:%Y-%m-%d}: {results["requests"]} sequential keep-alive
 `GET /user/bench/api/status` from one client, on {machine["nproc"]} CPUs ({machine["cpu"]}),
-Python {machine["python"]}. The portal's web is gunicorn (2 × 8 threads) on SQLite, as
-`runportal` starts it; nginx runs portal/router.py's configuration.
+Python {machine["python"]}. The portal's web is gunicorn with uvicorn's workers (2 processes,
+8 threads each for sync views) on SQLite, as `runportal` starts it; nginx runs
+portal/router.py's configuration.
 
 | path | median | p99 |
 | --- | --- | --- |

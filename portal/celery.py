@@ -8,12 +8,15 @@ from typing import Any
 from celery import Celery, signals
 
 from portal.private_files import set_private_umask
+from sessions_app.worker_steps import StartWatchStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The start watcher's loop, in the workers that consume spawn tasks (sessions_app/start_watch.py).
+app.steps["worker"].add(StartWatchStep)
 
 
 @signals.celeryd_init.connect

@@ -8,6 +8,7 @@ the process at start-up instead of surfacing later. ``env_secret`` also reads ``
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -97,3 +98,28 @@ def env_secret(name: str, default: str = "") -> str:
         except OSError as exc:
             raise ImproperlyConfigured(f"{file_var}: cannot read {path}: {exc}") from None
     return os.environ.get(name, default)
+
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+
+
+def parse_rate(name: str, value: str) -> tuple[int, int] | None:
+    """``"1200/minute"`` → (1200, 60) requests per seconds; ``"off"`` (or empty) → None.
+    ``name``: the variable, for the error."""
+    if value.strip().lower() in ("", "off", "none"):
+        return None
+    found = _RATE.match(value)
+    if found is None or int(found.group(1)) < 1:
+        raise ImproperlyConfigured(
+            f"{name} must be a rate such as 1200/minute (per second, minute, hour or day) or "
+            f"off, got {value!r}"
+        )
+    return int(found.group(1)), _PERIODS[found.group(2)]
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate (``N/minute``…) or ``off``, checked at start."""
+    value = env_str(name, default)
+    parse_rate(name, value)
+    return value

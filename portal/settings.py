@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from portal.env import (
     env_bool,
@@ -26,6 +27,7 @@ from portal.env import (
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_secret,
     env_str,
 )
@@ -55,6 +57,9 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Reverse proxies in front of the portal that append to X-Forwarded-For (the ingress
 # controller: 1); the client's address, recorded with terms acceptances, is read from there.
 TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 0, minimum=0)
+# Threads of each web process for the sync views (portal/asgi.py): as many requests at once per
+# process; the async (waiting) views need none.
+WEB_THREADS = env_int("WEB_THREADS", 8, minimum=1)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
@@ -81,7 +86,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise's, async-capable (portal/static_files.py).
+    "portal.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -249,8 +255,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
+    # Request rates per person and per address (portal/throttles.py): 429 with Retry-After.
+    "DEFAULT_THROTTLE_CLASSES": ["portal.throttles.RequestRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# Requests to the API a minute (or N/second, /hour, /day; "off": no limit), counted across every
+# web process: per signed-in person (a script polling once a second uses 60/minute), and per
+# client address (everyone's, also before sign-in; people behind one NAT share it).
+API_THROTTLE_USER = env_rate("API_THROTTLE_USER", "1200/minute")
+API_THROTTLE_ADDRESS = env_rate("API_THROTTLE_ADDRESS", "6000/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jupyter launcher portal API",
     "VERSION": "1.0.0",
@@ -285,6 +298,41 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Three queues, each with its own worker (runportal: worker-<queue>; deploy/base/worker.yaml:
+# portal-worker-<queue>), so that a stop or a deadline never waits behind a burst of starts or a
+# storage pass (docs/architecture.md, "Queues"):
+# - control: stop, expire, admission and the expiry sweep. Short, and late means a session that
+#   overruns its deadline or a user who waits for a stop.
+# - spawn: starts, and the reconcile sweep. They wait on the back-end: a server coming up, an
+#   image pull (up to SPAWN_TIMEOUT_SECONDS); reconcile polls every server, one call each, with
+#   the back-end's timeouts and retries. It is a backstop (its beat entry expires), so waiting
+#   behind starts costs little, while on control a slow cluster would delay every stop.
+# - storage: the storage sweep and the per-user scans and cleanups: walks of the file system.
+# The default is control: what no route names (Celery's own tasks) is short.
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name), routing_key=name) for name in ("control", "spawn", "storage")
+)
+CELERY_TASK_DEFAULT_QUEUE = "control"
+# A queue that is not declared above is an error, not a queue no worker consumes.
+CELERY_TASK_CREATE_MISSING_QUEUES = False
+CELERY_TASK_ROUTES = {
+    "sessions_app.tasks.stop_session": {"queue": "control"},
+    "sessions_app.tasks.expire_session": {"queue": "control"},
+    "sessions_app.tasks.admit_sessions": {"queue": "control"},
+    "sessions_app.tasks.sweep_expire_overdue": {"queue": "control"},
+    "sessions_app.tasks.spawn_session": {"queue": "spawn"},
+    "sessions_app.tasks.sweep_reconcile": {"queue": "spawn"},
+    "storage_app.tasks.*": {"queue": "storage"},
+}
+# Threads of runportal's worker of each queue (a Deployment's --concurrency on Kubernetes). A
+# spawn task holds its thread only while the back-end is asked (folders, the process or the pod
+# created); readiness is the start watcher's (sessions_app/start_watch.py).
+WORKER_QUEUE_CONCURRENCY = {
+    "control": env_int("WORKER_CONCURRENCY_CONTROL", 8, minimum=1),
+    "spawn": env_int("WORKER_CONCURRENCY_SPAWN", 16, minimum=1),
+    "storage": env_int("WORKER_CONCURRENCY_STORAGE", 2, minimum=1),
+}
 
 SESSION_SWEEP_SECONDS = env_int("SESSION_SWEEP_SECONDS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
@@ -511,6 +559,31 @@ def _kube_checked() -> None:
 
 if SPAWNER == "kubernetes":
     _kube_checked()
+
+# --- Cache -------------------------------------------------------------------------------------
+
+
+def _shared_cache(broker: str) -> dict[str, object]:
+    """Redis on the Celery broker, so that every web process sees the same counters (request
+    rates) and entries (OIDC_BEARER_CACHE_SECONDS); the embedded broker's socket as a redis-py
+    unix:// URL. Another broker (memory://, in some benchmarks): a cache per process."""
+    if broker.startswith("redis+socket://"):
+        location = "unix://" + broker.removeprefix("redis+socket://")
+    elif broker.startswith(("redis://", "rediss://")):
+        location = broker
+    else:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": location,
+        "KEY_PREFIX": "portal",
+        # A broker that does not answer costs a request a second at most (the throttle then
+        # lets it through), not a hang.
+        "OPTIONS": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+    }
+
+
+CACHES = {"default": _shared_cache(CELERY_BROKER_URL)}
 
 # --- Storage ------------------------------------------------------------------------------------
 

@@ -6,11 +6,13 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from portal.models import ApiToken
+from portal.prepared import Param, PreparedRead, attnames, build, related
 
 TOKEN_PREFIX = "jlp_"
 # Writing last_used_at on every request would make every API call a write; once a minute is
@@ -51,15 +53,27 @@ def token_revoke(token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-def token_resolve(raw: str) -> ApiToken | None:
-    """The live token for ``raw``, or None if unknown or revoked."""
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(digest=_digest(raw), revoked_at__isnull=True)
-        .first()
+def _live_token_with_user(param: Param) -> QuerySet[ApiToken]:
+    user_model = get_user_model()
+    return (
+        ApiToken.objects.filter(digest=param.text("digest"), revoked_at__isnull=True)
+        .order_by()
+        .values_list(*attnames(ApiToken), *related("user", user_model))
     )
-    if token is None:
+
+
+# Every API request with a token, and every forward-auth request, reads this (portal/prepared.py).
+_LIVE_TOKEN = PreparedRead(_live_token_with_user, "digest")
+
+
+def token_resolve(raw: str) -> ApiToken | None:
+    """The live token for ``raw`` with its user, or None if unknown or revoked."""
+    rows = _LIVE_TOKEN.rows(digest=_digest(raw))
+    if not rows:
         return None
+    width = len(attnames(ApiToken))
+    token = build(ApiToken, rows[0][:width])
+    token.user = build(get_user_model(), rows[0][width:])
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

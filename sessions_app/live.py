@@ -81,10 +81,14 @@ class TooManyWaitsError(exceptions.Throttled):
 _session_view = SessionView.as_view()
 
 
+def _waits(request: HttpRequest) -> bool:
+    return request.method == "GET" and request.GET.get("wait") not in (None, "", "0")
+
+
 async def api_session(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """``/api/v1/session/``: the long poll (``GET`` with ``wait``) waits here, without a
     thread; everything else is the DRF view, as before."""
-    if request.method == "GET" and request.GET.get("wait") not in (None, "", "0"):
+    if _waits(request):
         return await _long_poll(request)
     response: HttpResponse = await sync_to_async(_session_view)(request, *args, **kwargs)
     return response
@@ -94,6 +98,9 @@ async def api_session(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRe
 api_session.cls = SessionView  # type: ignore[attr-defined]
 api_session.initkwargs = {}  # type: ignore[attr-defined]
 api_session.csrf_exempt = True  # type: ignore[attr-defined]
+# The web (portal/asgi.py) runs only a long poll on its event loop; the rest on its threads.
+api_session.waits = _waits  # type: ignore[attr-defined]
+api_session.sync_view = _session_view  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -203,7 +210,7 @@ def _page_status(user: AbstractBaseUser) -> tuple[str, dict[str, Any]]:
     session = session_current_for(user)
     if session is None:
         return "none", {"detail": "You have no session.", "code": "no_session"}
-    return "status", session_status_payload(session)
+    return "status", session_status_payload(session, shared=True)
 
 
 def _nothing() -> None:

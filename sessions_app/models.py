@@ -182,6 +182,12 @@ class Session(models.Model):
         default=0,
         help_text="Staff's change to this queued session's priority (moves it in the queue).",
     )
+    start_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the back-end was asked to start the server: the spawn timeout counts "
+        "from here.",
+    )
     spawner_state = models.JSONField(default=dict, blank=True)
     library_status = models.TextField(
         blank=True, help_text="What became of the notebooks library at this session's start."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from portal.prepared import Param, PreparedRead, attnames, build, related
 from sessions_app.admission import (
     AdmissionPolicy,
     Holding,
@@ -19,7 +22,78 @@ from sessions_app.admission import (
     estimate_waits,
     round_up_minutes,
 )
-from sessions_app.models import Environment, Session
+from sessions_app.models import Environment, EnvironmentOption, Session
+
+
+def _launchable_by_member(environments: QuerySet[Environment], user_pk: Any) -> QuerySet[Any]:
+    # The user's groups as a subquery, not a list read first: one query fewer.
+    groups = Group.objects.filter(user__pk=user_pk).values("pk")
+    return environments.filter(
+        Q(allowed_groups__isnull=True) | Q(allowed_groups__in=groups)
+    ).distinct()
+
+
+# What every read of the list asks (portal/prepared.py): the environments, and the options of
+# every enabled one (a handful), which the read hands to those it returns.
+_LAUNCHABLE = PreparedRead(
+    lambda param: _launchable_by_member(
+        Environment.objects.filter(enabled=True), param.number("user")
+    ).values_list(*attnames(Environment)),
+    "user",
+)
+_ENABLED_OPTIONS = PreparedRead(
+    lambda param: EnvironmentOption.objects.filter(environment__enabled=True).values_list(
+        *attnames(EnvironmentOption)
+    )
+)
+
+
+class _Launchable(QuerySet[Environment]):
+    """The list as ``environments_launchable`` describes it, with its options prefetched. Read
+    with the two prepared reads above when it is only iterated (the API's list, the launcher
+    page): building the ORM's query alone cost more than the rest of an API read of the list.
+    The ORM's query is built on first use of ``query``: counting it, ``exists()``, anything
+    chained (``filter``…) is the ORM's own."""
+
+    def __init__(self, *args: Any, for_user: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._for_user = for_user  # until the query is built
+
+    @property
+    def query(self) -> Any:
+        if self._for_user is not None:
+            user_pk, self._for_user = self._for_user, None
+            built = _launchable_by_member(Environment.objects.filter(enabled=True), user_pk)
+            self._query = built.query
+        return self._query
+
+    @query.setter
+    def query(self, value: Any) -> None:
+        QuerySet.query.fset(self, value)  # type: ignore[attr-defined]
+
+    def _fetch_all(self) -> None:
+        if self._result_cache is None and self._for_user is not None:
+            self._result_cache = _launchable_with_options(self._for_user)  # type: ignore[assignment]
+            self._prefetch_done = True
+        super()._fetch_all()
+
+
+def _launchable_with_options(user_pk: Any) -> list[Environment]:
+    environments = [build(Environment, row) for row in _LAUNCHABLE.rows(user=user_pk)]
+    options: dict[Any, list[EnvironmentOption]] = {env.pk: [] for env in environments}
+    for row in _ENABLED_OPTIONS.rows():
+        option = build(EnvironmentOption, row)
+        if option.environment_id in options:
+            options[option.environment_id].append(option)
+    for environment in environments:
+        # As prefetch_related leaves it: the manager's queryset, filled.
+        related = environment.options.all()
+        related._result_cache = options[environment.pk]
+        related._prefetch_done = True  # type: ignore[attr-defined]
+        environment._prefetched_objects_cache = {"options": related}  # type: ignore[attr-defined]
+        for option in options[environment.pk]:
+            option.environment = environment
+    return environments
 
 
 def environments_launchable(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Environment]:
@@ -28,14 +102,11 @@ def environments_launchable(user: AbstractBaseUser | AnonymousUser) -> QuerySet[
     environments = Environment.objects.filter(enabled=True).prefetch_related("options")
     if getattr(user, "is_superuser", False):
         return environments
-    groups = (
-        list(Group.objects.filter(user__pk=user.pk).values_list("pk", flat=True))
-        if user.is_authenticated
-        else []
-    )
-    return environments.filter(
-        Q(allowed_groups__isnull=True) | Q(allowed_groups__in=groups)
-    ).distinct()
+    if not user.is_authenticated:
+        return environments.filter(allowed_groups__isnull=True)
+    launchable = _Launchable(Environment, for_user=user.pk)
+    launchable._prefetch_related_lookups = ("options",)  # type: ignore[attr-defined]
+    return launchable
 
 
 def environment_allowed_for(
@@ -123,19 +194,13 @@ def queue_ordered(now: datetime) -> list[QueueEntry]:
     return admission_policy().order(queue_entries(), now)
 
 
-def session_queue_estimate(session: Session) -> tuple[int, float | None] | None:
-    """A queued session's place (1: next) and its estimated wait in seconds (None: cannot be
-    told); None when it is not waiting."""
-    if session.state != Session.State.QUEUED or session.admitted_at is not None:
-        return None
+def _queue_snapshot() -> tuple[list[str], dict[str, float | None]]:
+    """Every waiting session's key in admission order, and its estimated wait."""
     now = timezone.now()
     policy = admission_policy()
     typical = typical_durations()
     entries = queue_entries(typical)
-    ordered = policy.order(entries, now)
-    keys = [entry.key for entry in ordered]
-    if str(session.pk) not in keys:
-        return None
+    keys = [entry.key for entry in policy.order(entries, now)]
     limits = dict(Environment.objects.values_list("slug", "max_concurrent"))
     waits = estimate_waits(
         policy,
@@ -146,17 +211,63 @@ def session_queue_estimate(session: Session) -> tuple[int, float | None] | None:
         limits,
         now,
     )
+    return keys, dict(waits)
+
+
+# The event streams of every queued person re-read at each change of the queue: they share
+# one computation per process for this long (measured: 15 ms each, 50 streams on one thread
+# delayed everyone's wake-up by seconds; bench/waiting.py).
+SHARED_QUEUE_SECONDS = 1.0
+_shared_queue: tuple[float, list[str], dict[str, float | None]] | None = None
+_shared_queue_lock = threading.Lock()
+
+
+def _queue_snapshot_shared() -> tuple[list[str], dict[str, float | None]]:
+    global _shared_queue
+    with _shared_queue_lock:
+        if _shared_queue is None or time.monotonic() - _shared_queue[0] > SHARED_QUEUE_SECONDS:
+            keys, waits = _queue_snapshot()
+            _shared_queue = (time.monotonic(), keys, waits)
+        return _shared_queue[1], _shared_queue[2]
+
+
+def session_queue_estimate(
+    session: Session, shared: bool = False
+) -> tuple[int, float | None] | None:
+    """A queued session's place (1: next) and its estimated wait in seconds (None: cannot be
+    told); None when it is not waiting. ``shared``: from the process's computation of the last
+    second (the event streams), not a fresh one."""
+    if session.state != Session.State.QUEUED or session.admitted_at is not None:
+        return None
+    keys, waits = _queue_snapshot_shared() if shared else _queue_snapshot()
+    if str(session.pk) not in keys:
+        return None
     return keys.index(str(session.pk)) + 1, waits.get(str(session.pk))
 
 
+def _active_session_query(param: Param) -> QuerySet[Any]:
+    return (
+        Session.objects.filter(user_id=param.number("user"), state__in=Session.ACTIVE_STATES)
+        .order_by("-created_at")
+        .values_list(*attnames(Session), *related("environment", Environment))[:1]
+    )
+
+
+# The session read of the API, the pages and the forward-auth: written once (portal/prepared.py).
+_ACTIVE_SESSION = PreparedRead(_active_session_query, "user")
+
+
 def session_active_for(user: AbstractBaseUser | AnonymousUser) -> Session | None:
+    """The user's active session (at most one: a constraint), with its environment."""
     if not user.is_authenticated:
         return None
-    return (
-        Session.objects.select_related("environment")
-        .filter(user_id=user.pk, state__in=Session.ACTIVE_STATES)
-        .first()
-    )
+    rows = _ACTIVE_SESSION.rows(user=user.pk)
+    if not rows:
+        return None
+    width = len(attnames(Session))
+    session = build(Session, rows[0][:width])
+    session.environment = build(Environment, rows[0][width:])
+    return session
 
 
 ROUTABLE_STATES = (Session.State.STARTING, Session.State.RUNNING)
@@ -198,11 +309,11 @@ def session_current_for(user: AbstractBaseUser) -> Session | None:
     return session_active_for(user) or sessions_for_user(user).first()
 
 
-def session_status_payload(session: Session) -> dict[str, Any]:
+def session_status_payload(session: Session, shared: bool = False) -> dict[str, Any]:
     """What the session page, its event stream and JupyterLab's status bar show: the state,
     progress, place in the queue and time left, as JSON."""
     remaining = session_remaining_seconds(session)
-    estimate = session_queue_estimate(session)
+    estimate = session_queue_estimate(session, shared=shared)
     return {
         "id": str(session.id),
         "state": session.state,

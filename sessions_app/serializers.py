@@ -7,6 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from portal.api_serializers import FieldsBuiltOnce
 from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.options import OptionError, OptionValue, parse_option_value
 from sessions_app.selectors import (
@@ -31,7 +32,7 @@ class OptionsField(serializers.JSONField):
     ``invalid_options``."""
 
 
-class EnvironmentOptionSerializer(serializers.ModelSerializer[EnvironmentOption]):
+class EnvironmentOptionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[EnvironmentOption]):
     type = serializers.CharField(
         source="kind", read_only=True, help_text="choice, boolean, integer or text."
     )
@@ -59,7 +60,7 @@ class EnvironmentOptionSerializer(serializers.ModelSerializer[EnvironmentOption]
             return None
 
 
-class EnvironmentSerializer(serializers.ModelSerializer[Environment]):
+class EnvironmentSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Environment]):
     options = EnvironmentOptionSerializer(many=True, read_only=True)
 
     class Meta:
@@ -77,7 +78,7 @@ class EnvironmentSerializer(serializers.ModelSerializer[Environment]):
         read_only_fields = fields
 
 
-class SessionSerializer(serializers.ModelSerializer[Session]):
+class SessionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Session]):
     environment: serializers.SlugRelatedField[Environment] = serializers.SlugRelatedField(
         slug_field="slug", read_only=True
     )

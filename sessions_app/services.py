@@ -9,7 +9,6 @@ tasks are enqueued with ``transaction.on_commit``.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from sessions_app import events
@@ -48,7 +48,6 @@ Reason = Session.Reason
 # How many rows one sweep pass handles: each costs a back-end call (a process check or an HTTP
 # request), so a batch stays well under the sweep interval; the rest waits for the next pass.
 SWEEP_BATCH = 200
-STATE_CHECK_SECONDS = 0.5
 
 _END_MESSAGES = {
     Reason.USER_STOPPED: "You stopped the session.",
@@ -242,10 +241,10 @@ def _transition(session_id: str, from_states: list[str], to_state: str, **fields
     return moved
 
 
-def _fail_start(session_id: str, reason: str, message: str) -> None:
+def _fail_start(session_id: str, reason: str, message: str) -> bool:
     # Only a session still starting fails: one that moved to stopping meanwhile had its server
     # stopped on purpose (that is why it is gone) and ends as the stop says.
-    _transition(
+    return _transition(
         session_id,
         [State.STARTING],
         State.FAILED,
@@ -256,8 +255,17 @@ def _fail_start(session_id: str, reason: str, message: str) -> None:
     )
 
 
+def _progress(session_id: str, message: str) -> None:
+    """A new progress line for a starting session (the session page shows it)."""
+    if Session.objects.filter(pk=session_id, state=State.STARTING).update(
+        message=message, updated_at=timezone.now()
+    ):
+        events.session_changed(session_id)
+
+
 def session_spawn(session_id: str) -> None:
-    """Bring a queued session's server up and mark it running once it answers.
+    """Ask the back-end to start a queued session's server, and return: the start watcher
+    (``sessions_app.start_watch``) marks it running once it answers, or failed.
 
     Safe to run twice: only the call that moves the row from queued to starting does anything,
     and only once admission gave it room (``admitted_at``).
@@ -288,10 +296,7 @@ def session_spawn(session_id: str) -> None:
     spawner = get_spawner()
 
     def progress(message: str) -> None:
-        if Session.objects.filter(pk=session_id, state=State.STARTING).update(
-            message=message, updated_at=timezone.now()
-        ):
-            events.session_changed(session_id)
+        _progress(session_id, message)
 
     # Outside any transaction: the clone is network I/O and may take up to its timeout.
     if settings.NOTEBOOKS_LIBRARY_URL and not spawner.clones_library:
@@ -302,80 +307,31 @@ def session_spawn(session_id: str) -> None:
         log.warning("session %s: storage not ready: %s", session_id, exc)
         _fail_start(session_id, Reason.BACKEND_ERROR, f"Your storage could not be prepared: {exc}")
         return
+    start_requested = timezone.now()
+    # The spawn timeout counts from here (start_watch.py; the reconcile sweep too).
     Session.objects.filter(pk=session_id).update(
-        library_status=folders.library_message, updated_at=timezone.now()
+        library_status=folders.library_message,
+        start_requested_at=start_requested,
+        updated_at=start_requested,
     )
     events.session_changed(session_id)
-    start_requested = timezone.now()
     try:
         state = spawner.start(_spawn_request(session, folders), progress)
     except SpawnerError as exc:
         log.warning("session %s: start failed: %s", session_id, exc)
         _fail_start(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")
         return
-    # Saved before the state is read again below: a stop request that came in meanwhile either
-    # sees this state (and stops the server) or is seen by the loop (which stops it).
+    # Saved before the row is read again: a stop request that came in meanwhile either sees
+    # this state (and its task stops the server) or is seen here. From now on the start
+    # watcher (start_watch.py) follows the server; this task's thread is free.
     Session.objects.filter(pk=session_id).update(spawner_state=state, updated_at=timezone.now())
+    current = Session.objects.filter(pk=session_id).values_list("state", flat=True).first()
+    if current != State.STARTING:
+        spawner.stop(state)
+        return
+    from sessions_app import start_watch  # imports this module
 
-    started = time.monotonic()
-    deadline = started + settings.SPAWN_TIMEOUT_SECONDS
-    next_state_check = started
-    last_message = ""
-    while True:
-        # The server is polled often (that is the launch latency); the row, for a stop request
-        # that came in meanwhile, twice a second, so that many starts do not load the database.
-        if time.monotonic() >= next_state_check:
-            next_state_check = time.monotonic() + STATE_CHECK_SECONDS
-            current = Session.objects.filter(pk=session_id).values_list("state", flat=True).first()
-            if current != State.STARTING:
-                spawner.stop(state)
-                return
-        result = spawner.poll(state)
-        if result.status == ServerStatus.RUNNING:
-            now = timezone.now()
-            # From the back-end's own start where it keeps one (a pod's deadline counts from
-            # its start), so that the countdown shows when the back-end will end it.
-            # Bounded both ways: a back-end clock behind ours must not end the session early.
-            clock_start = min(max(result.started_at or now, start_requested), now)
-            expires_at = clock_start + session.environment.max_duration
-            with transaction.atomic():
-                promoted = _transition(
-                    session_id,
-                    [State.STARTING],
-                    State.RUNNING,
-                    updated_at=now,
-                    started_at=now,
-                    expires_at=expires_at,
-                    url=result.url,
-                    message="",
-                )
-                if promoted:
-                    _enqueue("expire_session", session_id, eta=expires_at)
-            if promoted:
-                return
-            next_state_check = time.monotonic()  # no longer starting: read why, at once
-            continue
-        if result.status == ServerStatus.GONE:
-            spawner.stop(state)
-            _fail_start(
-                session_id,
-                Reason.BACKEND_ERROR,
-                f"The server could not be started: {result.message}",
-            )
-            return
-        if time.monotonic() > deadline:
-            spawner.stop(state)
-            last = f" Last news: {last_message}" if last_message else ""
-            _fail_start(
-                session_id,
-                Reason.BACKEND_ERROR,
-                f"The server did not answer within {settings.SPAWN_TIMEOUT_SECONDS} seconds.{last}",
-            )
-            return
-        if result.message and result.message != last_message:
-            last_message = result.message
-            progress(result.message)
-        spawner.wait(state, settings.SPAWN_POLL_SECONDS)
+    start_watch.wake()
 
 
 def session_request_stop(session_id: str, reason: str) -> bool:
@@ -515,11 +471,15 @@ def sessions_reconcile() -> dict[str, int]:
                 ended_at=now,
             )
 
+    # The start watcher fails a start at SPAWN_TIMEOUT_SECONDS; this is for starts it does
+    # not follow (no spawn worker, or one lost before the start was asked: updated_at then).
     stuck_before = now - timedelta(seconds=settings.SPAWN_TIMEOUT_SECONDS + 30)
     stuck = 0
-    for session in Session.objects.filter(state=State.STARTING, updated_at__lt=stuck_before)[
-        :SWEEP_BATCH
-    ]:
+    for session in Session.objects.filter(
+        Q(start_requested_at__lt=stuck_before)
+        | Q(start_requested_at__isnull=True, updated_at__lt=stuck_before),
+        state=State.STARTING,
+    )[:SWEEP_BATCH]:
         if session.spawner_state:
             try:
                 spawner.stop(session.spawner_state)

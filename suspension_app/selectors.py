@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from suspension_app.models import Suspension
 
@@ -17,6 +17,12 @@ def suspension_active_for(user: AbstractBaseUser | AnonymousUser) -> Suspension 
     if not user.is_authenticated:
         return None
     return Suspension.objects.filter(user_id=user.pk, lifted_at__isnull=True).first()
+
+
+def suspension_active_exists(user_column: str = "pk") -> Exists:
+    """Whether the user in the outer query's ``user_column`` is suspended, as a subquery: the
+    access policy asks it in the one query of its check (accounts_app.policy)."""
+    return Exists(Suspension.objects.filter(user_id=OuterRef(user_column), lifted_at__isnull=True))
 
 
 def suspensions_for_user(user: AbstractBaseUser) -> QuerySet[Suspension]:

@@ -36,6 +36,14 @@ def _roomy_pool(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_request_rates(settings: Any) -> None:
+    """The request rates' counters live in Redis, shared by the whole run (and a run a minute
+    before): off unless a test sets them (tests/portal/test_throttles.py)."""
+    settings.API_THROTTLE_USER = "off"
+    settings.API_THROTTLE_ADDRESS = "off"
+
+
+@pytest.fixture(autouse=True)
 def _isolated_storage(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Homes and spawner runtime files of one test never meet another's (or a developer's).
     root = tmp_path_factory.mktemp("portal")
@@ -125,9 +133,19 @@ def accepted(owner: User, terms: TermsVersion) -> User:
     return owner
 
 
+def all_queues(app: Any) -> list[str]:
+    """Every queue of the settings, selected again for consuming (and purging): a worker
+    started in this process for some queues only narrows the app's selection to them."""
+    queues = [queue.name for queue in django_settings.CELERY_TASK_QUEUES]
+    app.amqp.queues.select(queues)
+    return queues
+
+
 @pytest.fixture
 def celery_worker(transactional_db: None) -> Iterator[Any]:
-    """A real Celery worker (threads pool) in this process, on the configured broker.
+    """A real Celery worker (threads pool) in this process, on the configured broker, that
+    consumes every queue (control, spawn, storage: one worker for all, unlike runportal's one
+    per queue; ``tests/sessions_app/test_queues.py`` runs them apart).
 
     It shares the test database, so tests using it need committed data (``transactional_db``).
     At the end it stops every server the spawner still runs, so no test leaks a JupyterLab.
@@ -135,24 +153,52 @@ def celery_worker(transactional_db: None) -> Iterator[Any]:
     from celery.contrib.testing.worker import start_worker
 
     from portal.celery import app
-    from sessions_app.spawners import get_spawner
 
+    queues = all_queues(app)
+    since = database_clock()
     # Messages left by earlier tests (launches made without a worker) are not this test's work.
     app.control.purge()
     with start_worker(
-        app, pool="threads", concurrency=8, perform_ping_check=False, shutdown_timeout=30
+        app,
+        pool="threads",
+        concurrency=8,
+        queues=queues,
+        perform_ping_check=False,
+        shutdown_timeout=30,
     ) as worker:
         yield worker
+    after_workers(since)
+
+
+def database_clock() -> Any:
+    """The database's clock (PostgreSQL; None on SQLite), to tell the connections opened since."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def after_workers(since: Any = None) -> None:
+    """Once a test's workers are stopped: stop every server the spawner still runs, and end the
+    database connections opened ``since`` (``database_clock()`` before the workers started;
+    None: every other connection)."""
+    from sessions_app.spawners import get_spawner
+
     spawner = get_spawner()
     for server in spawner.list_servers():
         spawner.stop(server.state)
     if connection.vendor == "postgresql":
         # Worker threads keep their own connections open; the test database cannot be flushed
-        # or dropped while they exist.
+        # or dropped while they exist. Older ones are not the workers': a connection that code
+        # under Playwright's event loop opened (another context) is reused by the next browser
+        # test, which must not find it cut.
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND (%s::timestamptz IS NULL OR backend_start >= %s)",
+                [since, since],
             )
 
 

@@ -16,7 +16,7 @@ import enum
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -175,6 +175,16 @@ class Spawner(abc.ABC):
 
     def wait(self, state: State, timeout: float) -> None:
         """Return after ``timeout``, or earlier when the back-end sees the server change."""
+        time.sleep(timeout)
+
+    def poll_many(self, states: Mapping[str, State]) -> dict[str, PollResult]:
+        """:meth:`poll` for every state, by the caller's key: what the start watcher asks each
+        tick. Back-ends where one look at all servers is cheaper than one each override it."""
+        return {key: self.poll(state) for key, state in states.items()}
+
+    def wait_many(self, states: Mapping[str, State], timeout: float) -> None:
+        """:meth:`wait` for several servers: return after ``timeout``, or earlier when the
+        back-end sees one of them change."""
         time.sleep(timeout)
 
     def home_kept_elsewhere(self, folder: str) -> bool:

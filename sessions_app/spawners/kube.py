@@ -14,6 +14,8 @@ what is left into a :class:`~.base.TransientSpawnerError`.
   missing, deleted, failed (with why: its time limit, out of memory, an exit code), its image
   cannot be pulled, or no node had room for it within ``unschedulable_seconds``.
 - **Wait**: a watch on the pod, so a change is seen at once rather than at the next poll.
+- **Poll many, wait many** (the start watcher's, for every starting session at once): one LIST
+  of those sessions' pods by label, and one watch of them.
 - **Stop**: deletes the Ingress, the Service and the Pod; 404 is done.
 - **List**: the pods that carry this portal's session labels.
 """
@@ -24,7 +26,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -69,6 +71,12 @@ EVENT_MESSAGES = {
     "Started": "Your Jupyter server is starting up.",
 }
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+#: How old a pod's progress line may be before poll_many reads its events again (when the pod
+#: itself did not change): the line is news for a person, one request per pod per tick is not.
+EVENTS_REFRESH_SECONDS = 5.0
+#: Sessions per LIST of poll_many: a label selector of this many session ids is about 4 KB of
+#: URL, well under what API servers and proxies accept.
+LIST_CHUNK = 100
 
 
 def _retryable(exc: ApiException) -> bool:
@@ -103,6 +111,10 @@ class KubernetesSpawner(Spawner):
         self.stop_grace_seconds = stop_grace_seconds
         # The pod's resourceVersion each poll saw: where the next watch starts.
         self._seen_versions: dict[str, str] = {}
+        # poll_many's: the version and label selector wait_many's watch starts from, and each
+        # pod's latest progress line with the pod's version and when it was read.
+        self._watch_from = ("", "")
+        self._event_lines: dict[str, tuple[str, float, str]] = {}
 
     # --- the client ---------------------------------------------------------------------------
 
@@ -306,7 +318,7 @@ class KubernetesSpawner(Spawner):
             "list the user's routes",
             self.networking.list_namespaced_ingress,
             self.namespace,
-            label_selector=",".join(f"{key}={value}" for key, value in labels.items()),
+            label_selector=_selector(labels),
         )
         ours = objects.label_value(request.session_id)
         for ingress in listed.items:
@@ -331,7 +343,95 @@ class KubernetesSpawner(Spawner):
         if pod is None:
             return PollResult(ServerStatus.GONE, message="Its pod is gone from the cluster.")
         self._seen_versions[name] = meta(pod).resource_version or ""
-        verdict = pod_verdict(pod, self.unschedulable_seconds, datetime.now(UTC))
+        return self._judge(
+            pod, state, datetime.now(UTC), lambda name, _pod: self._latest_event(name)
+        )
+
+    def poll_many(self, states: Mapping[str, State]) -> dict[str, PollResult]:
+        """The pods of these sessions in one LIST (by their session label, ``LIST_CHUNK`` to a
+        request), not one GET each, and never the pods of running sessions; the events behind
+        a progress line are read per pod, at most every ``EVENTS_REFRESH_SECONDS`` unless the
+        pod changed."""
+        names = {key: _pod_name(state) for key, state in states.items()}
+        sessions = sorted(
+            {
+                objects.label_value(str(state["session_id"]))
+                for key, state in states.items()
+                if names[key] and isinstance(state.get("session_id"), str)
+            }
+        )
+        chunks = [sessions[i : i + LIST_CHUNK] for i in range(0, len(sessions), LIST_CHUNK)]
+        selectors = [_selector(objects.SESSION_SELECTOR, chunk) for chunk in chunks]
+        pods: dict[str, client.V1Pod] = {}
+        versions = []
+        try:
+            for selector in selectors:
+                listed = self._call(
+                    "list the starting servers' pods",
+                    self.core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=selector,
+                )
+                versions.append(listed.metadata.resource_version if listed.metadata else "")
+                pods.update((str(meta(pod).name), pod) for pod in listed.items)
+        except (ApiException, TransientSpawnerError) as exc:
+            self._watch_from = ("", "")
+            unknown = PollResult(
+                ServerStatus.STARTING, message=f"The cluster is not answering: {exc}"
+            )
+            return dict.fromkeys(states, unknown)
+        # wait_many watches from the first list on: what changed since then wakes it. Only
+        # these pods when one list held them all, else every session pod.
+        watched = selectors[0] if len(selectors) == 1 else _selector(objects.SESSION_SELECTOR)
+        self._watch_from = (versions[0] if versions else "") or "", watched
+        now = datetime.now(UTC)
+        results = {}
+        for key, state in states.items():
+            name = names[key]
+            pod = pods.get(name) if name else None
+            if pod is None:
+                # Listed after the state was saved, so after the pod was made: missing is gone.
+                message = "Its pod is gone from the cluster." if name else "No server is recorded."
+                results[key] = PollResult(ServerStatus.GONE, message=message)
+                continue
+            results[key] = self._judge(pod, state, now, self._recent_event)
+        for name in set(self._event_lines) - set(names.values()):
+            del self._event_lines[name]  # no longer asked about
+        return results
+
+    def wait_many(self, states: Mapping[str, State], timeout: float) -> None:
+        """Return when one of the pods the last :meth:`poll_many` listed changes, or after
+        ``timeout`` (at least a second: a watch, not a sleep)."""
+        version, selector = self._watch_from
+        seconds = max(1, math.ceil(timeout))
+        if not version:
+            time.sleep(max(timeout, 1.0))  # the list failed: never a tight loop of requests
+            return
+        stream = watch.Watch()
+        try:
+            for _event in stream.stream(
+                self.core.list_namespaced_pod,
+                self.namespace,
+                label_selector=selector,
+                resource_version=version,
+                timeout_seconds=seconds,
+                _request_timeout=seconds + self.request_timeout,
+            ):
+                break
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.debug("kubernetes: watch on the starting pods: %s", exc)
+            time.sleep(max(timeout, 1.0))
+        finally:
+            stream.stop()
+
+    def _judge(
+        self,
+        pod: client.V1Pod,
+        state: State,
+        now: datetime,
+        event_line: Callable[[str, client.V1Pod], str],
+    ) -> PollResult:
+        verdict = pod_verdict(pod, self.unschedulable_seconds, now)
         if verdict.status == ServerStatus.RUNNING:
             # activeDeadlineSeconds counts from the pod's start (image pull included).
             started = pod.status.start_time if pod.status else None
@@ -339,8 +439,20 @@ class KubernetesSpawner(Spawner):
                 ServerStatus.RUNNING, url=str(state.get("url") or ""), started_at=started
             )
         if verdict.status == ServerStatus.STARTING and not verdict.message:
-            return PollResult(ServerStatus.STARTING, message=self._latest_event(name))
+            return PollResult(ServerStatus.STARTING, message=event_line(str(meta(pod).name), pod))
         return verdict
+
+    def _recent_event(self, name: str, pod: client.V1Pod) -> str:
+        """The pod's latest event line, read again only when the pod changed or the line is
+        ``EVENTS_REFRESH_SECONDS`` old: a progress line, not worth a request per pod per tick."""
+        version = meta(pod).resource_version or ""
+        cached = self._event_lines.get(name)
+        now = time.monotonic()
+        if cached and cached[0] == version and now - cached[1] < EVENTS_REFRESH_SECONDS:
+            return cached[2]
+        line = self._latest_event(name)
+        self._event_lines[name] = (version, now, line)
+        return line
 
     def wait(self, state: State, timeout: float) -> None:
         """Return when the pod changes, or after ``timeout`` (a watch, not a sleep).
@@ -450,12 +562,11 @@ class KubernetesSpawner(Spawner):
                 raise SpawnerError(f"The cluster did not {what}: {_api_reason(exc)}") from exc
 
     def list_servers(self) -> Iterable[RunningServer]:
-        selector = ",".join(f"{key}={value}" for key, value in objects.SESSION_SELECTOR.items())
         pods = self._call(
             "list the session pods",
             self.core.list_namespaced_pod,
             self.namespace,
-            label_selector=selector,
+            label_selector=_selector(objects.SESSION_SELECTOR),
         ).items
         servers = []
         for pod in pods:
@@ -599,6 +710,14 @@ def _event_time(event: client.CoreV1Event) -> datetime:
             return moment
     created = meta(event).creation_timestamp if event.metadata else None
     return created or datetime.min.replace(tzinfo=UTC)
+
+
+def _selector(labels: Mapping[str, str], sessions: Sequence[str] = ()) -> str:
+    """A label selector: every label of ``labels``, and one of ``sessions`` if given."""
+    parts = [f"{key}={value}" for key, value in labels.items()]
+    if sessions:
+        parts.append(f"{objects.SESSION_LABEL} in ({','.join(sessions)})")
+    return ",".join(parts)
 
 
 def _pod_name(state: State) -> str | None:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 
@@ -155,3 +156,24 @@ def run_checked(command: list[str], timeout: float, stdin: str = "") -> None:
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no message"]
         raise SpawnerError(f"{command[0]} failed ({result.returncode}): {detail[0][:300]}")
+
+
+def reap_exited_children() -> int:
+    """Collect the exit status of every process this OS process started for a session that has
+    exited (the server, its slirp4netns, its log copier), and forget it; returns how many.
+
+    A session's processes are children of the worker that started them, but since the queues
+    were split its stop runs in another worker: without this they would stay zombies until the
+    spawn worker restarts. The start watcher calls it on each pass (a waitpid(WNOHANG) each).
+    """
+    from sessions_app.spawners import log_copier, session_net  # they import this module
+
+    reaped = 0
+    registries: list[dict[int, Any]] = [children, session_net._running, log_copier._started]
+    for registry in registries:
+        for pid, entry in list(registry.items()):
+            proc = entry[1] if isinstance(entry, tuple) else entry
+            if proc.poll() is not None:
+                registry.pop(pid, None)
+                reaped += 1
+    return reaped

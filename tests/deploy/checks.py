@@ -430,6 +430,46 @@ def check_single_beat(m: Manifests) -> list[str]:
     return problems
 
 
+def _celery_queues(command: list[str]) -> set[str] | None:
+    """The queues a ``celery worker`` command names (-Q/--queues), None when it names none."""
+    found: set[str] | None = None
+    for index, part in enumerate(command):
+        value = None
+        if part in ("-Q", "--queues") and index + 1 < len(command):
+            value = command[index + 1]
+        elif part.startswith("--queues="):
+            value = part.removeprefix("--queues=")
+        elif part.startswith("-Q") and len(part) > 2:
+            value = part[2:]
+        if value is not None:
+            found = (found or set()) | {name for name in value.split(",") if name}
+    return found
+
+
+def check_worker_queues(m: Manifests, queues: set[str]) -> list[str]:
+    """Every Celery queue of the settings has a worker, and every worker names its queues
+    (one that names none consumes the default queue alone, and the rest waits forever)."""
+    problems: list[str] = []
+    consumed: set[str] = set()
+    for template in m.pod_templates():
+        if template.labels.get(COMPONENT) != "worker":
+            continue
+        for container in template.containers():
+            command = _command(container)
+            if "worker" not in command:
+                continue
+            named = _celery_queues(command)
+            if named is None:
+                problems.append(f"{template.where}: the worker names no queue (-Q)")
+                continue
+            for unknown in sorted(named - queues):
+                problems.append(f"{template.where}: queue {unknown!r} is not in the settings")
+            consumed |= named
+    for queue in sorted(queues - consumed):
+        problems.append(f"no worker consumes the queue {queue!r}")
+    return problems
+
+
 # --- access ---------------------------------------------------------------------------------------
 
 
@@ -708,7 +748,7 @@ def _volume_source(pv: Obj) -> Obj:
 
 def check_scratch(m: Manifests) -> list[str]:
     """The shared scratch: a ReadWriteMany claim named KUBE_SCRATCH_CLAIM in the sessions
-    namespace and one in the portal namespace, each pre-bound to a volume on the same share; the
+    namespace and one in the portal namespace, each pre-bound to a volume on the same share; every
     worker mounts the portal's at STORAGE_SCRATCH_ROOT."""
     problems: list[str] = []
     config = m.config()
@@ -742,25 +782,25 @@ def check_scratch(m: Manifests) -> list[str]:
     if len(sources) == 2 and sources[0] != sources[1]:
         problems.append(f"the two scratch volumes are different shares: {sources}")
     root = config.get("STORAGE_SCRATCH_ROOT", "")
-    mounted = False
-    for template in m.pod_templates():
-        if template.labels.get(COMPONENT) != "worker":
-            continue
+    workers = [t for t in m.pod_templates() if t.labels.get(COMPONENT) == "worker"]
+    if not workers:
+        problems.append("no worker (app.kubernetes.io/component: worker)")
+    # Every worker, whatever its queue: the tasks a queue runs are the settings' choice.
+    for template in workers:
         claims = {
             volume["name"]
             for volume in template.spec.get("volumes", [])
             if volume.get("persistentVolumeClaim", {}).get("claimName") == claim_name
         }
-        for container in template.containers():
-            for mount in container.get("volumeMounts", []):
-                if (
-                    mount["name"] in claims
-                    and mount["mountPath"] == root
-                    and "subPath" not in mount
-                ):
-                    mounted = True
-    if not mounted:
-        problems.append(f"the worker does not mount the scratch claim at {root!r}")
+        mounted = any(
+            mount["name"] in claims and mount["mountPath"] == root and "subPath" not in mount
+            for container in template.containers()
+            for mount in container.get("volumeMounts", [])
+        )
+        if not mounted:
+            problems.append(
+                f"{template.where}: the worker does not mount the scratch claim at {root!r}"
+            )
     return problems
 
 

@@ -68,7 +68,7 @@ def test_names_check_reports_a_bad_container_and_port_name(base: checks.Manifest
 
 
 def test_labels_check_reports_invalid_values_and_keys(base: checks.Manifests) -> None:
-    labels = find(base, "Deployment", "portal-worker")["metadata"]["labels"]
+    labels = find(base, "Deployment", "portal-worker-spawn")["metadata"]["labels"]
     labels["app.kubernetes.io/version"] = "not a label value"
     labels["-bad-key"] = "x"
 
@@ -82,10 +82,10 @@ def test_labels_check_reports_invalid_values_and_keys(base: checks.Manifests) ->
 
 
 def test_resources_check_reports_a_missing_limit(base: checks.Manifests) -> None:
-    del container(base, "portal-worker")["resources"]["limits"]["memory"]
+    del container(base, "portal-worker-spawn")["resources"]["limits"]["memory"]
 
     assert reported(
-        checks.check_resources(base), "portal-worker", "memory needs a request and a limit"
+        checks.check_resources(base), "portal-worker-spawn", "memory needs a request and a limit"
     )
 
 
@@ -113,9 +113,9 @@ def test_resources_check_reports_a_quantity_that_does_not_parse(base: checks.Man
 def test_security_check_reports_a_weakened_container(
     base: checks.Manifests, key: str, value: object, words: str
 ) -> None:
-    container(base, "portal-worker")["securityContext"][key] = value
+    container(base, "portal-worker-spawn")["securityContext"][key] = value
 
-    assert reported(checks.check_security_context(base), "portal-worker", words)
+    assert reported(checks.check_security_context(base), "portal-worker-spawn", words)
 
 
 def test_security_check_reports_root_and_no_seccomp(base: checks.Manifests) -> None:
@@ -168,10 +168,26 @@ def test_beat_check_reports_two_replicas_and_rolling_updates(base: checks.Manife
     assert reported(problems, "Recreate")
 
 
-def test_beat_check_reports_a_worker_that_also_runs_beat(base: checks.Manifests) -> None:
-    container(base, "portal-worker")["args"].append("--beat")
+def test_queue_check_reports_a_queue_without_worker_and_a_worker_without_queue(
+    base: checks.Manifests,
+) -> None:
+    args = container(base, "portal-worker-storage")["args"]
+    args.remove("--queues=storage")
+    container(base, "portal-worker-spawn")["args"].append("-Q")
+    container(base, "portal-worker-spawn")["args"].append("spawn,bulk")
 
-    assert reported(checks.check_single_beat(base), "portal-worker", "beat")
+    problems = checks.check_worker_queues(base, {"control", "spawn", "storage"})
+
+    assert reported(problems, "portal-worker-storage", "names no queue")
+    assert reported(problems, "no worker consumes the queue 'storage'")
+    assert reported(problems, "portal-worker-spawn", "'bulk' is not in the settings")
+    assert not reported(problems, "'spawn'")
+
+
+def test_beat_check_reports_a_worker_that_also_runs_beat(base: checks.Manifests) -> None:
+    container(base, "portal-worker-spawn")["args"].append("--beat")
+
+    assert reported(checks.check_single_beat(base), "portal-worker-spawn", "beat")
 
 
 # --- access -------------------------------------------------------------------------------------
@@ -220,8 +236,8 @@ def test_references_check_reports_a_missing_secret_and_key(base: checks.Manifest
 
 
 def test_references_check_reports_a_missing_config_map_and_claim(base: checks.Manifests) -> None:
-    container(base, "portal-worker")["envFrom"][0]["configMapRef"]["name"] = "portal-config"
-    scratch = next(v for v in pod(base, "portal-worker")["volumes"] if v["name"] == "scratch")
+    container(base, "portal-worker-spawn")["envFrom"][0]["configMapRef"]["name"] = "portal-config"
+    scratch = next(v for v in pod(base, "portal-worker-spawn")["volumes"] if v["name"] == "scratch")
     scratch["persistentVolumeClaim"]["claimName"] = "scratch-typo"
 
     problems = checks.check_references(base)
@@ -248,7 +264,7 @@ def test_file_variables_check_reports_a_file_the_volume_lacks(base: checks.Manif
 
 def test_selectors_check_reports_selectors_that_select_nothing(base: checks.Manifests) -> None:
     find(base, "Service", "portal-web")["spec"]["selector"]["app.kubernetes.io/component"] = "wbe"
-    pdb = find(base, "PodDisruptionBudget", "portal-worker")
+    pdb = find(base, "PodDisruptionBudget", "portal-worker-spawn")
     pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "workers"
     policy = find(base, "NetworkPolicy", "portal-beat")
     policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] = "portal"
@@ -256,7 +272,7 @@ def test_selectors_check_reports_selectors_that_select_nothing(base: checks.Mani
     problems = checks.check_selectors(base)
 
     assert reported(problems, "Service jupyter-portal/portal-web", "matches no pod template")
-    assert reported(problems, "PodDisruptionBudget jupyter-portal/portal-worker")
+    assert reported(problems, "PodDisruptionBudget jupyter-portal/portal-worker-spawn")
     assert reported(problems, "NetworkPolicy jupyter-portal/portal-beat")
 
 
@@ -267,9 +283,9 @@ def test_selectors_check_reports_a_target_port_the_pods_lack(base: checks.Manife
 
 
 def test_budget_check_reports_a_budget_that_blocks_drains(base: checks.Manifests) -> None:
-    find(base, "Deployment", "portal-worker")["spec"]["replicas"] = 1
+    find(base, "Deployment", "portal-worker-spawn")["spec"]["replicas"] = 1
 
-    assert reported(checks.check_disruption_budgets(base), "portal-worker", "never evict")
+    assert reported(checks.check_disruption_budgets(base), "portal-worker-spawn", "never evict")
 
 
 def test_namespace_check_reports_a_missing_profile_and_namespace(base: checks.Manifests) -> None:
@@ -319,10 +335,12 @@ def test_scratch_check_reports_a_volume_bound_to_another_claim(base: checks.Mani
 
 
 def test_scratch_check_reports_a_worker_mount_away_from_the_root(base: checks.Manifests) -> None:
-    mounts = container(base, "portal-worker")["volumeMounts"]
+    mounts = container(base, "portal-worker-spawn")["volumeMounts"]
     next(m for m in mounts if m["name"] == "scratch")["mountPath"] = "/scratch"
 
-    assert reported(checks.check_scratch(base), "does not mount the scratch claim")
+    assert reported(
+        checks.check_scratch(base), "portal-worker-spawn", "does not mount the scratch claim"
+    )
 
 
 def config(m: checks.Manifests) -> dict[str, str]:
@@ -401,12 +419,13 @@ def test_images_check_reports_unpinned_images(base: checks.Manifests) -> None:
     # The base names its image logically ("jupyter-portal"); overlays must pin it.
     assert reported(checks.check_images_pinned(base), "names no registry")
     container(base, "portal-web")["image"] = "registry.example.org/jupyter/portal:latest"
-    container(base, "portal-worker")["image"] = "registry.example.org/jupyter/portal@sha256:ab"
+    pinned = "registry.example.org/jupyter/portal@sha256:ab"
+    container(base, "portal-worker-spawn")["image"] = pinned
 
     problems = checks.check_images_pinned(base)
 
     assert reported(problems, "portal-web", "not pinned")
-    assert not reported(problems, "portal-worker")
+    assert not reported(problems, "portal-worker-spawn")
 
 
 # --- the forward-auth endpoints stay internal ---------------------------------------------------

@@ -143,15 +143,22 @@ def test_portal_image_user_is_the_pods_user() -> None:
         assert user == f"{context['runAsUser']}:{context['runAsGroup']}", component
 
 
-def test_worker_runs_as_the_sessions_user() -> None:
-    # It makes each user's scratch folder and removes what sessions wrote there: only the files'
-    # owner can, under the restricted profile.
-    context = pod_spec("worker")["securityContext"]
+def test_workers_run_as_the_sessions_user() -> None:
+    # They make each user's scratch folder and remove what sessions wrote there: only the
+    # files' owner can, under the restricted profile. Every queue's worker: routes may change.
+    workers = [
+        obj["spec"]["template"]["spec"]["securityContext"]
+        for obj in render("base")
+        if obj["kind"] == "Deployment"
+        and obj["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
+    ]
 
-    assert (context["runAsUser"], context["runAsGroup"]) == (
-        kube_objects.USER_ID,
-        kube_objects.GROUP_ID,
-    )
+    assert workers
+    for context in workers:
+        assert (context["runAsUser"], context["runAsGroup"]) == (
+            kube_objects.USER_ID,
+            kube_objects.GROUP_ID,
+        )
 
 
 def test_portal_image_context_excludes_local_state() -> None:

@@ -4,6 +4,7 @@ schemas, and pass the checks that schemas miss (``checks.py``)."""
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from kubernetes_validate import SchemaNotFoundError, ValidationError, validate
 
 from tests.deploy import checks
@@ -60,6 +61,13 @@ def test_every_variable_set_is_read_by_the_settings(name: str) -> None:
     known = checks.settings_variables(SETTINGS)
 
     assert checks.check_env_names_known(manifests(name), known) == []
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_every_celery_queue_has_a_worker(name: str) -> None:
+    queues = {queue.name for queue in settings.CELERY_TASK_QUEUES}
+
+    assert checks.check_worker_queues(manifests(name), queues) == []
 
 
 @pytest.mark.parametrize("name", overlay_names())

@@ -30,6 +30,8 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 # this machine could hold them.
 PORTS = range(15000, 20000)
 STARTUP_TIMEOUT = 90.0
+# runportal's worker-<queue> children: CELERY_TASK_QUEUES (this module runs without Django too).
+WORKER_QUEUES = ("control", "spawn", "storage")
 
 
 def free_fixed_port() -> int:
@@ -151,11 +153,12 @@ class EmbeddedPortal:
         return []
 
     def child_pid(self, name: str) -> int | None:
-        """The pid of runportal's child ``name`` (broker, web, worker, beat), if it runs."""
+        """The pid of runportal's child ``name`` (broker, web, worker-control, worker-spawn,
+        worker-storage, beat), if it runs."""
         marks = {
             "broker": ("redis-server",),
             "web": ("gunicorn",),
-            "worker": ("celery", "worker"),
+            **{f"worker-{q}": ("celery", " worker ", f"-Q {q} ") for q in WORKER_QUEUES},
             "beat": ("celery", "beat"),
         }[name]
         for child in self.children():
@@ -164,6 +167,10 @@ class EmbeddedPortal:
                 if all(mark in line for mark in marks) and child.status() != psutil.STATUS_ZOMBIE:
                     return child.pid
         return None
+
+    def worker_pids(self) -> dict[str, int | None]:
+        """The pid of each queue's worker (None: not running)."""
+        return {q: self.child_pid(f"worker-{q}") for q in WORKER_QUEUES}
 
     def restarts(self) -> int:
         return self.output().count("restarting in")

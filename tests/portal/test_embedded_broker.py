@@ -46,33 +46,33 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
 def test_many_launch_stop_cycles_by_four_users_lose_no_task(portal: EmbeddedPortal) -> None:
     # Given the portal on its embedded broker, and four users
     tokens = portal.make_users(USERS)
-    worker = portal.child_pid("worker")
-    assert worker is not None and portal.child_pid("broker") is not None
+    workers = portal.worker_pids()
+    assert None not in workers.values() and portal.child_pid("broker") is not None
 
     # When each launches and stops a session CYCLES times, all at once
     outcome = launch_stop_loop(portal.base, tokens, CYCLES)
 
     # then every cycle went through (every admission, spawn and stop task ran), every session
-    # ended as stopped, and the same worker process is still serving
+    # ended as stopped, and the same worker processes are still serving
     assert outcome.errors == []
     assert outcome.cycles == USERS * CYCLES
     assert portal.session_states() == {"stopped": USERS * CYCLES}
-    assert portal.child_pid("worker") == worker
+    assert portal.worker_pids() == workers
     assert portal.restarts() == 0
     assert "JSONDecodeError" not in portal.output()
 
 
 def test_a_worker_killed_outright_is_restarted_by_runportal(portal: EmbeddedPortal) -> None:
-    # Given the running portal's worker
-    worker = portal.child_pid("worker")
+    # Given the running portal's spawn worker
+    worker = portal.child_pid("worker-spawn")
     assert worker is not None
 
     # When it is killed with SIGKILL
     os.kill(worker, signal.SIGKILL)
 
     # then runportal logs how it ended and starts a new one, and the portal works on
-    _wait_for(lambda: portal.child_pid("worker") not in (None, worker))
-    assert f"worker (pid {worker}) ended with killed by SIGKILL (-9)" in portal.output()
+    _wait_for(lambda: portal.child_pid("worker-spawn") not in (None, worker))
+    assert f"worker-spawn (pid {worker}) ended with killed by SIGKILL (-9)" in portal.output()
     assert portal.child_pid("web") is not None and portal.child_pid("broker") is not None
     outcome = launch_stop_loop(portal.base, portal.make_users(2, prefix="after"), 3)
     assert outcome.errors == []

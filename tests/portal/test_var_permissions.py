@@ -174,4 +174,4 @@ def test_runportal_tightens_an_old_installation_runs_private_and_stops_everythin
             code = portal.stop()
         assert code == 0, portal.output()[-3000:]
         assert not [p for p in portal.descendants if p.is_running() and p.status() != "zombie"]
-        assert "worker stopped" in portal.output() and "broker stopped" in portal.output()
+        assert "worker-control stopped" in portal.output() and "broker stopped" in portal.output()

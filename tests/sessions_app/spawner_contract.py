@@ -3,7 +3,7 @@
 A back-end's test module subclasses :class:`SpawnerContract` in a ``Test*`` class and implements
 :meth:`SpawnerContract.make_spawner` (or overrides the ``spawner`` fixture when the back-end needs
 other fixtures, such as a fake API server). Nothing here assumes processes, pods or ports: the
-tests go through ``start``, ``poll``, ``stop`` and ``list_servers`` only.
+tests go through ``start``, ``poll``, ``poll_many``, ``stop`` and ``list_servers`` only.
 """
 
 from __future__ import annotations
@@ -138,6 +138,23 @@ class SpawnerContract:
     def test_garbage_state_is_gone_and_stops_quietly(self, spawner: Spawner, state: State) -> None:
         assert spawner.poll(state).status == ServerStatus.GONE
         spawner.stop(state)
+
+    def test_poll_many_tells_each_server_as_poll_does(
+        self, spawner: Spawner, launch: Launch
+    ) -> None:
+        _, running = launch("alice")
+        _, stopped = launch("bob")
+        wait_for(spawner, running, ServerStatus.RUNNING, self.start_timeout)
+        spawner.stop(stopped)
+
+        results = spawner.poll_many({"running": running, "stopped": stopped, "garbage": {}})
+
+        assert {key: result.status for key, result in results.items()} == {
+            "running": ServerStatus.RUNNING,
+            "stopped": ServerStatus.GONE,
+            "garbage": ServerStatus.GONE,
+        }
+        assert results["running"].url == spawner.poll(running).url
 
     def test_list_servers_sees_a_started_server_until_it_is_stopped(
         self, spawner: Spawner, launch: Launch

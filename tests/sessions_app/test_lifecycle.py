@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import uuid
 from typing import Any
 
 import psutil
 import pytest
-from django.db import connection
 
 from sessions_app.models import Environment, Session
 from sessions_app.services import (
@@ -26,6 +24,7 @@ from sessions_app.services import (
 )
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import ServerStatus, SpawnRequest
+from sessions_app.start_watch import sessions_starting_check
 from storage_app.layout import home_ensure
 from tests.sessions_app.lifecycle import in_state, server_answers, wait_for
 
@@ -173,17 +172,18 @@ def test_a_stop_while_the_server_starts_ends_the_session_and_its_server(
 def test_a_server_that_goes_down_because_of_a_stop_does_not_fail_the_session(
     accepted: Any, environment: Environment
 ) -> None:
-    # Given a spawn in progress (run here in a thread, no worker) whose server is starting
+    # Given a session whose server is starting (its spawn task, run here without a worker,
+    # returned once the server was asked for)
     session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session
     assert sessions_admit() == 1
-    spawn = threading.Thread(target=_spawn_and_close, args=(str(session.pk),))
-    spawn.start()
-    session = wait_for(session.pk, lambda s: bool(s.spawner_state), timeout=30)
+    session_spawn(str(session.pk))
+    session.refresh_from_db()
+    assert session.state == Session.State.STARTING and session.spawner_state
 
-    # When a stop is requested and the server goes down before the spawn loop rereads the row
+    # When a stop is requested and the server goes down before the start watcher looks again
     assert session_request_stop(str(session.pk), Session.Reason.USER_STOPPED)
     os.killpg(session.spawner_state["pgid"], signal.SIGKILL)
-    spawn.join(timeout=60)
+    assert sessions_starting_check(get_spawner()) == {}
 
     # then the session is not failed: the stop ends it, as stopped by the user
     session.refresh_from_db()
@@ -191,10 +191,3 @@ def test_a_server_that_goes_down_because_of_a_stop_does_not_fail_the_session(
     session_finish_stop(str(session.pk))
     session.refresh_from_db()
     assert (session.state, session.reason) == (Session.State.STOPPED, "user_stopped")
-
-
-def _spawn_and_close(session_id: str) -> None:
-    try:
-        session_spawn(session_id)
-    finally:
-        connection.close()

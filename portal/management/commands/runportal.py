@@ -2,7 +2,8 @@
 
 The processes (``children`` below, a plain dict name -> Child, started in that order): the
 embedded broker (a redis-server on a Unix socket in var/, when CELERY_BROKER_URL is unset), the
-web server, the Celery worker and beat. One that dies is restarted with back-off
+web server, a Celery worker per queue (worker-control, worker-spawn, worker-storage: settings,
+"Celery") and beat. One that dies is restarted with back-off
 (portal/supervisor.py); the portal stops only on Ctrl+C or SIGTERM, and then stops them all.
 """
 
@@ -71,9 +72,14 @@ def embedded_broker(path: Path) -> Child:
     )
 
 
+def worker_queues() -> list[str]:
+    """The Celery queues, one worker each."""
+    return [queue.name for queue in settings.CELERY_TASK_QUEUES]
+
+
 class Command(BaseCommand):
     help = (
-        "Start the portal (web, Celery worker and beat, and the embedded broker when "
+        "Start the portal (web, a Celery worker per queue and beat, and the embedded broker when "
         "CELERY_BROKER_URL is unset) on this machine and keep it running: a process that dies "
         "is restarted. Creates a first staff account if there is no user yet."
     )
@@ -85,15 +91,17 @@ class Command(BaseCommand):
             "--web-threads",
             type=int,
             default=int(os.environ.get("WEB_THREADS", "8")),
-            help="Threads of each of the two web processes.",
+            help="Threads of each of the two web processes for the sync views (the waiting "
+            "views need none).",
         )
-        parser.add_argument(
-            "--worker-concurrency",
-            type=int,
-            default=int(os.environ.get("WORKER_CONCURRENCY", "16")),
-            help="Worker threads; a spawn task waits on a server start, so keep this above "
-            "the number of simultaneous launches you expect.",
-        )
+        for queue, threads in settings.WORKER_QUEUE_CONCURRENCY.items():
+            parser.add_argument(
+                f"--{queue}-concurrency",
+                type=int,
+                default=threads,
+                help=f"Threads of the {queue} queue's worker (default: "
+                f"WORKER_CONCURRENCY_{queue.upper()}, else {threads}).",
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Before anything is written: the database, the secrets and the children's files.
@@ -153,14 +161,18 @@ class Command(BaseCommand):
         router_command, router_prepare = router_child(options["host"], options["port"], web)
         children["router"] = Child(router_command, prepare=router_prepare)
         gunicorn = [
-            # gunicorn rather than runserver: threads for long-polling clients, and no 40 ms
-            # Nagle/delayed-ACK stall on keep-alive answers.
-            python, "-m", "gunicorn", "portal.wsgi:application", "--bind", web,
+            # gunicorn with uvicorn's workers (docs/benchmarks.md, "Web reads"): an event loop
+            # per process for the waiting views, which hold no thread, and portal/asgi.py's
+            # pool of WEB_THREADS threads per process for every other view.
+            python, "-m", "gunicorn", "portal.asgi:application", "--bind", web,
             # gunicorn gives the socket its own group, so it is made 0777: the router's folder
             # (root:www-data 2750, or the user's 0700) keeps everyone else out.
             "--umask", "0o000",
-            "--worker-class", "gthread", "--workers", "2",
-            "--threads", str(options["web_threads"]), "--access-logfile", "-",
+            "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", "2",
+            "--access-logfile", "-",
+            # At a stop, requests under way get 10 s (a long poll, an event stream: their
+            # clients ask again), within the supervisor's 15 s before it kills the web.
+            "--graceful-timeout", "10",
             # gunicorn 27's control socket has one fixed path per machine user: a second
             # portal (or a test) would take it over.
             "--no-control-socket",
@@ -172,11 +184,22 @@ class Command(BaseCommand):
         public = (
             {} if "PORTAL_PUBLIC_URL" in os.environ else {"PORTAL_PUBLIC_URL": f"http://{address}"}
         )
-        children["web"] = Child(gunicorn, env={**hops, **public})
-        children["worker"] = Child(env=public, command=[
-            python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads",
-            "--concurrency", str(options["worker_concurrency"]), "--loglevel", "INFO",
-        ])  # fmt: skip
+        threads = {"WEB_THREADS": str(options["web_threads"])}
+        # On PostgreSQL the web's connections come from a pool of its own: one for each thread
+        # and a few for the waiting views' short reads (settings, DATABASE_POOL_SIZE).
+        pool = {
+            "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE")
+            or str(options["web_threads"] + 4)
+        }
+        children["web"] = Child(gunicorn, env={**hops, **public, **threads, **pool})
+        # One worker per queue, so that a stop never waits behind starts (settings, "Celery").
+        # Threads: a task mostly waits (for a server, the back-end, the disk).
+        for queue in worker_queues():
+            children[f"worker-{queue}"] = Child(env=public, command=[
+                python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads",
+                "-Q", queue, "-n", f"{queue}@%h",
+                "--concurrency", str(options[f"{queue}_concurrency"]), "--loglevel", "INFO",
+            ])  # fmt: skip
         children["beat"] = Child([
             python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,

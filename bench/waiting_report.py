@@ -56,7 +56,7 @@ session; a stream: a `status` event, no longer active):
 
 The DELETE itself answered in {delete_p50:.1f} ms (p50; p99 {delete_p99:.1f} ms). A stop also moves
 the queue, so every open stream wakes, re-reads its status (its place and estimated wait: the
-whole queue) and is told its new place ({events} events in all); those reads take turns on the
+whole queue, computed once a second per web process and shared by the streams) and is told its new place ({events} events in all); those reads take turns on the
 one thread per web process that the waiting views share, ahead of the stopped user's long polls.
 `--streams 0` shows the long polls alone. Stops, not promotions: a long poll answers when its
 session runs (or ends), so a promotion reaches it once the server started (see "Launch").

@@ -1,4 +1,4 @@
-"""Writes of sessions: launch, spawn, stop, expire and reconcile.
+"""Writes of sessions: launch, spawn, stop, expire, the queue (reconcile: :mod:`.reconcile`).
 
 Every state change is a conditional UPDATE on the current state, so two workers (or a worker and
 a sweep) acting on one session cannot both win; a count of 0 means someone else got there first.
@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from sessions_app import events
@@ -33,7 +32,15 @@ from sessions_app.selectors import (
     session_active_for,
 )
 from sessions_app.spawners import get_spawner
-from sessions_app.spawners.base import ServerStatus, SpawnerError, SpawnRequest
+from sessions_app.spawners.base import SpawnerError, SpawnRequest
+from sessions_app.transitions import (
+    END_MESSAGES,
+    admit_soon,
+    enqueue,
+    fail_start,
+    progress,
+    transition,
+)
 from storage_app.layout import SessionFolders, session_folders_prepare
 from storage_app.services import storage_session_started
 from suspension_app.selectors import suspension_active_for
@@ -45,16 +52,8 @@ log = logging.getLogger(__name__)
 State = Session.State
 Reason = Session.Reason
 
-# How many rows one sweep pass handles: each costs a back-end call (a process check or an HTTP
-# request), so a batch stays well under the sweep interval; the rest waits for the next pass.
+# How many rows of each kind one sweep pass handles; the rest waits for the next pass.
 SWEEP_BATCH = 200
-
-_END_MESSAGES = {
-    Reason.USER_STOPPED: "You stopped the session.",
-    Reason.TIME_LIMIT: "The session reached its time limit and was stopped.",
-    Reason.STAFF_STOPPED: "The session was stopped by staff.",
-    Reason.SUSPENDED: "The session was stopped because the account is suspended.",
-}
 
 
 class LaunchError(Exception):
@@ -69,22 +68,6 @@ class LaunchError(Exception):
 class LaunchResult:
     session: Session
     created: bool
-
-
-def _enqueue(task_name: str, session_id: str, eta: datetime | None = None) -> None:
-    # Imported here: tasks import this module.
-    from sessions_app import tasks
-
-    task = getattr(tasks, task_name)
-    transaction.on_commit(lambda: task.apply_async(args=[session_id], eta=eta))
-
-
-def _admit_soon() -> None:
-    """Ask for an admission pass once this transaction commits (a launch queued a session, or
-    a session let go of its resources)."""
-    from sessions_app import tasks
-
-    transaction.on_commit(lambda: tasks.admit_sessions.apply_async())
 
 
 @dataclass(frozen=True)
@@ -182,7 +165,7 @@ def _launch_new(
             # the launch's transaction, so a queued session protects it as a running one does.
             storage_session_started(user, session.created_at)
             events.queue_changed()  # it may rank ahead of sessions already waiting
-            _admit_soon()
+            admit_soon()
     except IntegrityError:
         # A concurrent launch by the same user won the "one active session" constraint.
         existing = session_active_for(user)
@@ -218,51 +201,6 @@ def _spawn_request(session: Session, folders: SessionFolders) -> SpawnRequest:
     )
 
 
-_ENDED = (State.STOPPED, State.EXPIRED, State.FAILED)
-
-
-def _transition(session_id: str, from_states: list[str], to_state: str, **fields: Any) -> bool:
-    """Move a session to ``to_state`` if it is in one of ``from_states``; False if it was not.
-
-    A session that ends lets go of its share of the pool: an admission pass follows. Clients
-    waiting on the session are woken (and those in the queue, when it leaves the queue)."""
-    fields.setdefault("updated_at", timezone.now())
-    moved = bool(
-        Session.objects.filter(pk=session_id, state__in=from_states).update(
-            state=to_state, **fields
-        )
-    )
-    if moved:
-        events.session_changed(session_id)
-        if State.QUEUED in from_states:
-            events.queue_changed()
-        if to_state in _ENDED:
-            _admit_soon()
-    return moved
-
-
-def _fail_start(session_id: str, reason: str, message: str) -> bool:
-    # Only a session still starting fails: one that moved to stopping meanwhile had its server
-    # stopped on purpose (that is why it is gone) and ends as the stop says.
-    return _transition(
-        session_id,
-        [State.STARTING],
-        State.FAILED,
-        reason=reason,
-        message=message,
-        url="",
-        ended_at=timezone.now(),
-    )
-
-
-def _progress(session_id: str, message: str) -> None:
-    """A new progress line for a starting session (the session page shows it)."""
-    if Session.objects.filter(pk=session_id, state=State.STARTING).update(
-        message=message, updated_at=timezone.now()
-    ):
-        events.session_changed(session_id)
-
-
 def session_spawn(session_id: str) -> None:
     """Ask the back-end to start a queued session's server, and return: the start watcher
     (``sessions_app.start_watch``) marks it running once it answers, or failed.
@@ -283,29 +221,29 @@ def session_spawn(session_id: str) -> None:
         # A suspension that committed between the launch and now: its stop may have looked
         # for an active session before this one existed.
         now = timezone.now()
-        _transition(
+        transition(
             session_id,
             [State.STARTING],
             State.STOPPED,
             reason=Reason.SUSPENDED,
-            message=_END_MESSAGES[Reason.SUSPENDED],
+            message=END_MESSAGES[Reason.SUSPENDED],
             ended_at=now,
             updated_at=now,
         )
         return
     spawner = get_spawner()
 
-    def progress(message: str) -> None:
-        _progress(session_id, message)
+    def report(message: str) -> None:
+        progress(session_id, message)
 
     # Outside any transaction: the clone is network I/O and may take up to its timeout.
     if settings.NOTEBOOKS_LIBRARY_URL and not spawner.clones_library:
-        progress("Cloning the notebooks library…")
+        report("Cloning the notebooks library…")
     try:
         folders = session_folders_prepare(session.user_id, clone=not spawner.clones_library)
     except OSError as exc:
         log.warning("session %s: storage not ready: %s", session_id, exc)
-        _fail_start(session_id, Reason.BACKEND_ERROR, f"Your storage could not be prepared: {exc}")
+        fail_start(session_id, Reason.BACKEND_ERROR, f"Your storage could not be prepared: {exc}")
         return
     start_requested = timezone.now()
     # The spawn timeout counts from here (start_watch.py; the reconcile sweep too).
@@ -316,10 +254,10 @@ def session_spawn(session_id: str) -> None:
     )
     events.session_changed(session_id)
     try:
-        state = spawner.start(_spawn_request(session, folders), progress)
+        state = spawner.start(_spawn_request(session, folders), report)
     except SpawnerError as exc:
         log.warning("session %s: start failed: %s", session_id, exc)
-        _fail_start(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")
+        fail_start(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")
         return
     # Saved before the row is read again: a stop request that came in meanwhile either sees
     # this state (and its task stops the server) or is seen here. From now on the start
@@ -342,9 +280,9 @@ def session_request_stop(session_id: str, reason: str) -> bool:
     """
     now = timezone.now()
     final = State.EXPIRED if reason == Reason.TIME_LIMIT else State.STOPPED
-    message = _END_MESSAGES.get(Reason(reason), "")
+    message = END_MESSAGES.get(Reason(reason), "")
     with transaction.atomic():
-        if _transition(
+        if transition(
             session_id,
             [State.QUEUED],
             final,
@@ -354,7 +292,7 @@ def session_request_stop(session_id: str, reason: str) -> bool:
             ended_at=now,
         ):
             return True
-        if _transition(
+        if transition(
             session_id,
             [State.STARTING, State.RUNNING],
             State.STOPPING,
@@ -362,7 +300,7 @@ def session_request_stop(session_id: str, reason: str) -> bool:
             reason=reason,
             message="Stopping the server.",
         ):
-            _enqueue("stop_session", session_id)
+            enqueue("stop_session", session_id)
             return True
     return False
 
@@ -375,13 +313,13 @@ def session_finish_stop(session_id: str) -> None:
     if session.spawner_state:
         get_spawner().stop(session.spawner_state)
     final = State.EXPIRED if session.reason == Reason.TIME_LIMIT else State.STOPPED
-    _transition(
+    transition(
         session_id,
         [State.STOPPING],
         final,
         url="",
         ended_at=timezone.now(),
-        message=_END_MESSAGES.get(Reason(session.reason), "The session was stopped."),
+        message=END_MESSAGES.get(Reason(session.reason), "The session was stopped."),
     )
 
 
@@ -394,7 +332,7 @@ def session_expire(session_id: str) -> None:
     if session.expires_at > now:
         # Delivered early (a clock difference, or a broker redelivery): try again at the deadline.
         with transaction.atomic():
-            _enqueue("expire_session", session_id, eta=session.expires_at)
+            enqueue("expire_session", session_id, eta=session.expires_at)
         return
     session_request_stop(session_id, Reason.TIME_LIMIT)
 
@@ -417,103 +355,12 @@ def sessions_expire_overdue() -> int:
         for pk in Session.objects.filter(
             state=State.QUEUED, admitted_at__lt=stale, updated_at__lt=stale
         ).values_list("pk", flat=True)[:SWEEP_BATCH]:
-            _enqueue("spawn_session", str(pk))  # admitted, but its spawn task was lost
+            enqueue("spawn_session", str(pk))  # admitted, but its spawn task was lost
         for pk in Session.objects.filter(state=State.STOPPING, updated_at__lt=stale).values_list(
             "pk", flat=True
         )[:SWEEP_BATCH]:
-            _enqueue("stop_session", str(pk))
+            enqueue("stop_session", str(pk))
     return expired
-
-
-def sessions_reconcile() -> dict[str, int]:
-    """Make the database and the back-end agree.
-
-    Running sessions whose server died end as failed with the reason (or as expired, when the
-    back-end ended them at their deadline); sessions stuck in
-    starting past the spawn timeout (their worker was lost) fail; servers that belong to no
-    active session are stopped.
-    """
-    spawner = get_spawner()
-    now = timezone.now()
-    died = expired = 0
-    for session in Session.objects.filter(state=State.RUNNING)[:SWEEP_BATCH]:
-        result = spawner.poll(session.spawner_state)
-        if result.status != ServerStatus.GONE:
-            continue
-        try:
-            spawner.stop(session.spawner_state)
-        except SpawnerError as exc:
-            # One server the back-end will not stop now must not hold up the rest.
-            log.warning("reconcile: session %s: stop failed: %s", session.pk, exc)
-            continue
-        if result.deadline_exceeded:
-            # The back-end ended it at its deadline (a pod's activeDeadlineSeconds), perhaps
-            # while no worker ran: that is the time limit, not a failure.
-            expired += _transition(
-                str(session.pk),
-                [State.RUNNING],
-                State.EXPIRED,
-                updated_at=now,
-                reason=Reason.TIME_LIMIT,
-                message=_END_MESSAGES[Reason.TIME_LIMIT],
-                url="",
-                ended_at=now,
-            )
-        else:
-            died += _transition(
-                str(session.pk),
-                [State.RUNNING],
-                State.FAILED,
-                updated_at=now,
-                reason=Reason.SERVER_DIED,
-                message=f"The server stopped on its own: {result.message}",
-                url="",
-                ended_at=now,
-            )
-
-    # The start watcher fails a start at SPAWN_TIMEOUT_SECONDS; this is for starts it does
-    # not follow (no spawn worker, or one lost before the start was asked: updated_at then).
-    stuck_before = now - timedelta(seconds=settings.SPAWN_TIMEOUT_SECONDS + 30)
-    stuck = 0
-    for session in Session.objects.filter(
-        Q(start_requested_at__lt=stuck_before)
-        | Q(start_requested_at__isnull=True, updated_at__lt=stuck_before),
-        state=State.STARTING,
-    )[:SWEEP_BATCH]:
-        if session.spawner_state:
-            try:
-                spawner.stop(session.spawner_state)
-            except SpawnerError as exc:
-                log.warning("reconcile: session %s: stop failed: %s", session.pk, exc)
-                continue
-        if _transition(
-            str(session.pk),
-            [State.STARTING],
-            State.FAILED,
-            updated_at=now,
-            reason=Reason.BACKEND_ERROR,
-            message="Start-up was interrupted; please launch again.",
-            ended_at=now,
-        ):
-            stuck += 1
-
-    active = {
-        str(pk)
-        for pk in Session.objects.filter(state__in=Session.ACTIVE_STATES).values_list(
-            "pk", flat=True
-        )
-    }
-    orphans = 0
-    for server in spawner.list_servers():
-        if server.session_id not in active:
-            log.warning("stopping server of unknown session %s", server.session_id)
-            try:
-                spawner.stop(server.state)
-            except SpawnerError as exc:
-                log.warning("reconcile: orphan %s: stop failed: %s", server.session_id, exc)
-                continue
-            orphans += 1
-    return {"died": died, "expired": expired, "stuck": stuck, "orphans": orphans}
 
 
 def sessions_admit() -> int:
@@ -540,7 +387,7 @@ def sessions_admit() -> int:
         for entry in waiting:
             if too_large(entry, settings.SESSION_POOL_CPUS, settings.SESSION_POOL_MEMORY_MB):
                 # The pool shrank below what it needs since it was queued: it can never start.
-                _transition(
+                transition(
                     entry.key,
                     [State.QUEUED],
                     State.FAILED,
@@ -554,7 +401,7 @@ def sessions_admit() -> int:
             if Session.objects.filter(
                 pk=entry.key, state=State.QUEUED, admitted_at__isnull=True
             ).update(admitted_at=now, message="Starting soon.", updated_at=now):
-                _enqueue("spawn_session", entry.key)
+                enqueue("spawn_session", entry.key)
                 events.session_changed(entry.key)
                 admitted += 1
         if admitted:
@@ -642,7 +489,7 @@ def queue_move(session_id: str, steps: int, by: AbstractBaseUser) -> Session:
             f"Moved {'up' if steps > 0 else 'down'} in the queue by {abs(steps)} "
             f"(boost {before:+d} → {after:+d}).",
         )
-        _admit_soon()
+        admit_soon()
     return session
 
 

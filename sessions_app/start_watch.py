@@ -35,9 +35,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from sessions_app.models import Session
-from sessions_app.services import _enqueue, _fail_start, _progress, _transition
 from sessions_app.spawners.base import PollResult, ServerStatus, Spawner, SpawnerError
 from sessions_app.spawners.base import State as ServerState
+from sessions_app.transitions import enqueue, fail_start, progress, transition
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def sessions_starting_check(spawner: Spawner) -> dict[str, ServerState]:
             # Its spawn task is still in start(): the task stops the server it gets, once it
             # finds the row no longer starting.
             if timed_out:
-                _fail_start(key, Reason.BACKEND_ERROR, _timeout_message(row.message))
+                fail_start(key, Reason.BACKEND_ERROR, _timeout_message(row.message))
             continue
         if result.status == ServerStatus.RUNNING:
             _promote(row, result)
@@ -121,7 +121,7 @@ def sessions_starting_check(spawner: Spawner) -> dict[str, ServerState]:
             _fail(spawner, key, states[key], _timeout_message(result.message or row.message))
         else:
             if result.message and result.message != row.message:
-                _progress(key, result.message)
+                progress(key, result.message)
             watching[key] = states[key]
     return watching
 
@@ -135,7 +135,7 @@ def _promote(row: _Starting, result: PollResult) -> None:
     clock_start = min(max(result.started_at or now, row.start_requested_at), now)
     expires_at = clock_start + timedelta(minutes=row.max_duration_minutes)
     with transaction.atomic():
-        if _transition(
+        if transition(
             key,
             [State.STARTING],
             State.RUNNING,
@@ -145,17 +145,18 @@ def _promote(row: _Starting, result: PollResult) -> None:
             url=result.url,
             message="",
         ):
-            _enqueue("expire_session", key, eta=expires_at)
+            enqueue("expire_session", key, eta=expires_at)
     # Not promoted: a stop moved it to stopping meanwhile, and its task stops the server.
 
 
 def _fail(spawner: Spawner, key: str, state: ServerState, message: str) -> None:
-    if not _fail_start(key, Reason.BACKEND_ERROR, message):
-        return  # stopping meanwhile: its stop task takes the server down
+    # The server goes first, so that a session reported failed has nothing left behind (a
+    # stop asked meanwhile stops it again: stopping twice is harmless).
     try:
         spawner.stop(state)
     except SpawnerError as exc:
         log.warning("start watch: session %s: stop failed (reconcile retries): %s", key, exc)
+    fail_start(key, Reason.BACKEND_ERROR, message)
 
 
 def _timeout_message(news: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from sessions_app import services
+from sessions_app import reconcile, services
 
 
 @shared_task(ignore_result=True)
@@ -34,4 +34,4 @@ def sweep_expire_overdue() -> int:
 
 @shared_task(ignore_result=True)
 def sweep_reconcile() -> dict[str, int]:
-    return services.sessions_reconcile()
+    return reconcile.sessions_reconcile()

@@ -19,7 +19,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from sessions_app.models import Environment, Session
-from sessions_app.services import sessions_expire_overdue, sessions_reconcile
+from sessions_app.reconcile import sessions_reconcile
+from sessions_app.services import sessions_expire_overdue
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.kube import KubernetesSpawner
 from sessions_app.spawners.kube_objects import label_value, session_name

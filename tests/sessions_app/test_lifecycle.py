@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from sessions_app.models import Environment, Session
+from sessions_app.reconcile import sessions_reconcile
 from sessions_app.services import (
     session_finish_stop,
     session_launch,
@@ -20,7 +21,6 @@ from sessions_app.services import (
     session_spawn,
     sessions_admit,
     sessions_expire_overdue,
-    sessions_reconcile,
 )
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import ServerStatus, SpawnRequest

@@ -12,6 +12,7 @@ access policy and suspension are still checked on every request.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 import requests
@@ -26,6 +27,25 @@ from accounts_app.oidc import PortalOidcBackend, SignInRefused, mfa_asserted, us
 from accounts_app.policy import oidc_enabled
 from portal.api_errors import ApiError
 from portal.tokens import TOKEN_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+def _remembered(key: str) -> Any:
+    """Whom the token is for, if the cache (Redis on the broker) remembers it. A cache that does
+    not answer only costs the provider's round trip, never the request."""
+    try:
+        return cache.get(key)
+    except Exception as exc:  # noqa: BLE001 - redis-py's errors, or another back-end's
+        log.warning("OIDC bearer cache not read (the cache does not answer): %s", exc)
+        return None
+
+
+def _remember(key: str, user_id: Any) -> None:
+    try:
+        cache.set(key, user_id, settings.OIDC_BEARER_CACHE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - as in _remembered
+        log.warning("OIDC bearer cache not written (the cache does not answer): %s", exc)
 
 
 class OidcAccessToken(str):
@@ -45,14 +65,14 @@ class OidcBearerAuthentication(authentication.BaseAuthentication):
         if not oidc_enabled():
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         cache_key = "oidc-bearer:" + hashlib.sha256(raw.encode()).hexdigest()
-        user_id = cache.get(cache_key)
+        user_id = _remembered(cache_key)
         if user_id is not None:
             user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
             if user is not None:
                 return user, OidcAccessToken(raw)
         user = self._user_from_provider(raw)
         if settings.OIDC_BEARER_CACHE_SECONDS:
-            cache.set(cache_key, user.pk, settings.OIDC_BEARER_CACHE_SECONDS)
+            _remember(cache_key, user.pk)
         return user, OidcAccessToken(raw)
 
     def _user_from_provider(self, raw: str) -> Any:

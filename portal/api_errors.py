@@ -21,7 +21,21 @@ def _first_message(detail: Any) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     # Imported here: DRF's views module loads the authentication classes, which raise ApiError.
     from rest_framework.views import exception_handler as drf_exception_handler
+    from rest_framework.views import set_rollback
 
+    from portal import outage
+
+    if not isinstance(exc, exceptions.APIException) and outage.is_outage(exc):
+        # The database (or the shared cache) does not answer: the same 503 as the pages'.
+        request = context.get("request")
+        if request is not None:
+            outage.log_outage(request, exc)
+        set_rollback()
+        return Response(
+            outage.outage_body(),
+            status=503,
+            headers={"Retry-After": str(outage.RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
+        )
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response

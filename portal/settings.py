@@ -86,6 +86,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A view that meets a database (or cache) outage answers 503, not 500 (portal/outage.py).
+    "portal.outage.OutageMiddleware",
     # WhiteNoise's, async-capable (portal/static_files.py).
     "portal.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -135,12 +137,22 @@ if DATABASE_URL:
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     if DATABASE_POOL_SIZE and "postgresql" in DATABASES["default"]["ENGINE"]:
-        # Django checks each connection as it leaves the pool (one the server dropped is
-        # replaced, not handed out); a request waits at most ``timeout`` s for a free one.
+        # The pool checks each connection as it leaves (a round trip): one the server dropped
+        # (a restart, a network cut) is replaced, not handed out to fail a request.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        # Django's back-end, but requests fail at once while the pool cannot connect.
+        DATABASES["default"]["ENGINE"] = "portal.postgresql"
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": DATABASE_POOL_SIZE,
-            "timeout": 10,
+            # A request waits at most this long for a connection; then 503 (portal/outage.py).
+            # The pool has one per web thread and more: it makes requests wait only while the
+            # database does not answer, and each such request holds a thread meanwhile.
+            "timeout": 5,
+            # A failing reconnection gives up after this long (psycopg_pool: 5 minutes, its
+            # delay doubling), and the next request starts a new one: the pool is back within
+            # seconds of the database, not up to as long again as the outage lasted.
+            "reconnect_timeout": 5,
         }
 else:
     DATABASES = {
@@ -289,7 +301,17 @@ if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = f"redis+socket://{EMBEDDED_BROKER_SOCKET}"
 # Deadline tasks are scheduled hours ahead (eta); Redis must not redeliver them early. A task
 # that a killed worker held comes back after this long; the sweeps re-send lost work sooner.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
+# A broker that hangs (its socket open, no answer) fails a command after socket_timeout instead
+# of holding it for ever: a request's send waits that long at most (portal/broker.py), and a
+# worker reconnects. Redis answers the workers' BRPOP within its 1 s wait, well inside it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 12 * 3600,
+    "socket_timeout": 2.0,
+    "socket_connect_timeout": 2.0,
+}
+# A broker outage is waited out: workers and beat try to reconnect for as long as it lasts
+# (Celery's default gives up after 100 tries, about 45 minutes, and the process exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

@@ -4,8 +4,9 @@
 started in the dict's order (a broker before the worker that needs it) and stopped in the
 reverse order (the worker hands its unfinished tasks back to the broker before the broker
 goes). A child that dies is restarted after a back-off that doubles with each quick death, up to
-a cap; one that ran for a while starts again from the shortest delay. Only a stop request
-(Ctrl+C, SIGTERM) ends the supervisor, and then every child.
+a cap; one that ran for a while starts again from the shortest delay. A child that dies takes
+what it started with it (its process group: a gunicorn master's workers), and the other children
+run on. Only a stop request (Ctrl+C, SIGTERM) ends the supervisor, and then every child.
 """
 
 from __future__ import annotations
@@ -74,6 +75,19 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+def end_group(leader: int) -> None:
+    """SIGKILL what is left of the process group that ``leader`` (a child, ended) led.
+
+    Each child leads a group of its own; a child killed outright leaves its own children running
+    there: a gunicorn master's workers go on serving a socket the next master replaces, holding
+    their memory and database connections for ever. The group's id cannot have been given to
+    another process while any of them lives (the kernel does not reuse it). Sessions' servers
+    are not in it: the back-ends start each in a session of its own.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader, signal.SIGKILL)
+
+
 def _die_with_parent() -> None:
     # A supervisor killed outright (SIGKILL) must not leave its children serving the port or
     # taking tasks: the kernel sends them SIGTERM when it goes.
@@ -129,6 +143,7 @@ class Supervisor:
         for name, slot in self._slots.items():
             process = slot.process
             if process is not None and process.poll() is not None:
+                end_group(process.pid)
                 ran_for = now - slot.started_at
                 slot.failures = self.backoff.failures_after(slot.failures, ran_for)
                 delay = self.backoff.delay(slot.failures)
@@ -173,6 +188,7 @@ class Supervisor:
                     logger.warning("%s did not stop in %.0f s: killing it", name, self.stop_timeout)
                     process.kill()
                     process.wait()
+            end_group(process.pid)
             logger.info("%s stopped (%s)", name, describe_exit(process.returncode))
 
     # --- inside ----------------------------------------------------------------------------

@@ -3,6 +3,9 @@ from django.urls import include, path
 
 from portal import health, metrics
 
+# An outage met outside a view (the session and user lookup) answers 503 (portal/outage.py).
+handler500 = "portal.outage.server_error"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -30,6 +30,7 @@ from rest_framework.response import Response
 
 from accounts_app.policy import access_refusal
 from portal.client_ip import client_ip
+from portal.outage import is_outage, log_outage, outage_body
 from sessions_app.api import SessionView, no_active_session
 from sessions_app.events import QUEUE
 from sessions_app.models import Session
@@ -226,7 +227,9 @@ def _shown(payload: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in payload.items() if key != "remaining_seconds"}
 
 
-async def _stream(user: AbstractBaseUser, address: str | None) -> AsyncIterator[str]:
+async def _stream(
+    request: HttpRequest, user: AbstractBaseUser, address: str | None
+) -> AsyncIterator[str]:
     hub = session_events()
     slot = wait_slot(f"user:{user.pk}", address)
     try:
@@ -261,6 +264,13 @@ async def _stream(user: AbstractBaseUser, address: str | None) -> AsyncIterator[
                     return
                 if not await hub.wait(changed, min(HEARTBEAT_SECONDS, remaining)):
                     yield ": keep-alive\n\n"
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # The stream's 200 is sent: it ends with the API's 503 body as an event instead, and
+        # the browser reconnects after ``retry`` (answered 503 while the outage lasts).
+        log_outage(request, exc)
+        yield _event("unavailable", outage_body())
     finally:
         slot.__exit__(None, None, None)
 
@@ -271,14 +281,15 @@ async def _stream(user: AbstractBaseUser, address: str | None) -> AsyncIterator[
 async def session_events_stream(request: HttpRequest) -> StreamingHttpResponse:
     """Server-sent events of the user's session: one ``status`` event (the JSON of
     /session/status/) at once and one at each change, ``refused`` or ``none`` when there is
-    nothing to follow (the page reloads), keep-alive comments in between. The stream ends after
+    nothing to follow (the page reloads), keep-alive comments in between; ``unavailable`` (the
+    API's 503 body) when the database goes away meanwhile. The stream ends after
     ``STREAM_SECONDS``; the browser reconnects and passes the page's checks again."""
     user = await request.auser()
     assert isinstance(user, AbstractBaseUser)
     # The page's checks (middleware) used a connection: the stream must not keep it.
     await _released(_nothing)()
     return StreamingHttpResponse(
-        _stream(user, client_ip(request)),
+        _stream(request, user, client_ip(request)),
         content_type="text/event-stream",
         # nginx (the router, ingress-nginx) passes each event on at once.
         headers={"X-Accel-Buffering": "no"},

@@ -17,10 +17,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app import events
+from sessions_app import events, start_watch
 from sessions_app.admission import AdmissionPolicy, capacity_free, too_large
 from sessions_app.models import Environment, Session
 from sessions_app.options import OptionError, validate_options
@@ -205,17 +205,34 @@ def session_spawn(session_id: str) -> None:
     """Ask the back-end to start a queued session's server, and return: the start watcher
     (``sessions_app.start_watch``) marks it running once it answers, or failed.
 
-    Safe to run twice: only the call that moves the row from queued to starting does anything,
-    and only once admission gave it room (``admitted_at``).
+    Safe to run again at any point (the task retries after a database error; a worker that
+    was lost has its task delivered again): only a run that moves the row from queued to
+    starting begins, once admission gave it room (``admitted_at``); a run that finds it
+    starting goes on where the last one stopped: before the server was asked for, it asks
+    (once: ``start_requested_at`` is claimed); after, it adopts the server the back-end runs.
     """
     claimed = Session.objects.filter(
         pk=session_id, state=State.QUEUED, admitted_at__isnull=False
     ).update(
         state=State.STARTING, message="Starting your Jupyter server.", updated_at=timezone.now()
     )
-    if not claimed:
-        return
-    events.session_changed(session_id)
+    if claimed:
+        events.session_changed(session_id)
+    else:
+        asked = list(
+            Session.objects.filter(pk=session_id, state=State.STARTING).values_list(
+                "start_requested_at", flat=True
+            )
+        )
+        if not asked:
+            return  # queued and not admitted yet, or over
+        if asked[0] is not None:
+            # Asked already: adopt its server. None found: the last run is still in start(),
+            # or was lost before the server existed; the start watcher tells them apart.
+            if start_watch.session_adopt(get_spawner(), session_id):
+                start_watch.wake()
+            return
+        # Claimed by a run that stopped before it asked: go on from there.
     session = Session.objects.select_related("environment", "user").get(pk=session_id)
     if suspension_active_for(session.user) is not None:
         # A suspension that committed between the launch and now: its stop may have looked
@@ -234,7 +251,12 @@ def session_spawn(session_id: str) -> None:
     spawner = get_spawner()
 
     def report(message: str) -> None:
-        progress(session_id, message)
+        try:
+            progress(session_id, message)
+        except DatabaseError as exc:
+            # A progress line is not worth a start: a back-end halfway through start() must
+            # not be interrupted by a database that went away.
+            log.warning("session %s: progress line not saved: %s", session_id, exc)
 
     # Outside any transaction: the clone is network I/O and may take up to its timeout.
     if settings.NOTEBOOKS_LIBRARY_URL and not spawner.clones_library:
@@ -246,12 +268,17 @@ def session_spawn(session_id: str) -> None:
         fail_start(session_id, Reason.BACKEND_ERROR, f"Your storage could not be prepared: {exc}")
         return
     start_requested = timezone.now()
-    # The spawn timeout counts from here (start_watch.py; the reconcile sweep too).
-    Session.objects.filter(pk=session_id).update(
+    # The spawn timeout counts from here (start_watch.py; the reconcile sweep too). Claimed:
+    # of two runs of this task (a delivery repeated), one asks for the server; none asks for a
+    # session stopped meanwhile.
+    if not Session.objects.filter(
+        pk=session_id, state=State.STARTING, start_requested_at__isnull=True
+    ).update(
         library_status=folders.library_message,
         start_requested_at=start_requested,
         updated_at=start_requested,
-    )
+    ):
+        return
     events.session_changed(session_id)
     try:
         state = spawner.start(_spawn_request(session, folders), report)
@@ -267,8 +294,6 @@ def session_spawn(session_id: str) -> None:
     if current != State.STARTING:
         spawner.stop(state)
         return
-    from sessions_app import start_watch  # imports this module
-
     start_watch.wake()
 
 
@@ -337,11 +362,20 @@ def session_expire(session_id: str) -> None:
     session_request_stop(session_id, Reason.TIME_LIMIT)
 
 
+# A spawn or stop sent this long ago whose row has not moved on counts as lost (a broker that
+# was away, a worker that died holding it) and is sent again. Short: the row waits about one
+# sweep once the broker is back. A second send does no harm: spawn and stop claim the row
+# conditionally, and one that finds the work done returns.
+RESEND_AFTER_SECONDS = 10
+
+
 def sessions_expire_overdue() -> int:
     """The backstop for lost deadline tasks: stop every running session past its deadline.
 
-    Also re-sends work whose task may have been lost: queued sessions not picked up and stopping
-    sessions not finished. Returns the number of sessions stopped for their time limit.
+    Also re-sends work whose task may have been lost (``portal/broker.py``: a send that found
+    the broker away is left to this sweep): admitted sessions not picked up and stopping
+    sessions not finished. Queued sessions not admitted yet wait for beat's admission pass.
+    Returns the number of sessions stopped for their time limit.
     """
     now = timezone.now()
     overdue = list(
@@ -350,7 +384,7 @@ def sessions_expire_overdue() -> int:
         )[:SWEEP_BATCH]
     )
     expired = sum(session_request_stop(str(pk), Reason.TIME_LIMIT) for pk in overdue)
-    stale = now - timedelta(seconds=settings.SESSION_SWEEP_SECONDS)
+    stale = now - timedelta(seconds=min(RESEND_AFTER_SECONDS, settings.SESSION_SWEEP_SECONDS))
     with transaction.atomic():
         for pk in Session.objects.filter(
             state=State.QUEUED, admitted_at__lt=stale, updated_at__lt=stale

@@ -16,6 +16,17 @@ A pass does for each session what the spawn task's own loop used to do:
   with the last progress line;
 - otherwise a new progress line, if the back-end has one.
 
+A start whose spawn task was lost after asking (its worker killed, or a database error before
+the state was saved) has no state on its row: once ``ADOPT_AFTER_SECONDS`` passed, a pass asks
+the back-end for the session's server (``Spawner.find``), saves the state it finds and follows
+it as any other (:func:`session_adopt`, which the spawn task also calls when it runs again).
+No server ``LOST_START_SECONDS`` after the start was asked: the task was lost before the server
+existed, and the start fails, saying so. It is not sent again: a task that is only slow (a
+Kubernetes API that retries) would then race a second start of the same session for one
+cgroup, socket folder and state file (one pod name), each taking the other's down; failed, the
+slow task stops the server it gets (it finds the row no longer starting), and the person
+launches again at once.
+
 A failed start's server is stopped after the row failed, and only by the pass that failed it;
 a stop the back-end refuses leaves a server of no active session, which the reconcile sweep
 stops. A session that moved to stopping is no longer read here: its stop task stops the server,
@@ -27,7 +38,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
+from math import inf
 from typing import NamedTuple
 
 from django.conf import settings
@@ -47,11 +60,24 @@ Reason = Session.Reason
 # The most sessions one pass looks at, oldest start first (so timeouts are never starved): a
 # pass over them is one query and, on one machine, a socket check each (microseconds).
 WATCH_BATCH = 500
+# A start with no state on its row is left to its spawn task this long (start() returns within
+# this on both back-ends), then the back-end is asked for its server (at most every
+# ADOPT_RETRY_SECONDS for one session: a Kubernetes LIST each) ...
+ADOPT_AFTER_SECONDS = 2.0
+ADOPT_RETRY_SECONDS = 1.0
+# ... and with no server found this long after the start was asked, the start was lost.
+LOST_START_SECONDS = 30.0
+LOST_MESSAGE = (
+    "The start was interrupted before your server was created (a portal worker stopped). "
+    "Please launch again."
+)
 # With nothing starting, a pass runs this often (a start asked by another process is seen
 # within it; this process's own spawn tasks wake the loop at once).
 IDLE_SECONDS = 1.0
 
 _wake = threading.Event()
+# When a pass last asked the back-end for each unadopted session's server (monotonic seconds).
+_looked: dict[str, float] = {}
 
 
 class _Starting(NamedTuple):
@@ -98,18 +124,20 @@ def sessions_starting_check(spawner: Spawner) -> dict[str, ServerState]:
         .order_by("start_requested_at")
         .values_list(*_COLUMNS)[:WATCH_BATCH]
     ]
+    now = timezone.now()
     states = {row.key: row.spawner_state for row in rows if row.spawner_state}
+    states.update(_adopt_lost(spawner, [row for row in rows if not row.spawner_state], now))
     results = spawner.poll_many(states) if states else {}
     timeout = timedelta(seconds=settings.SPAWN_TIMEOUT_SECONDS)
-    now = timezone.now()
     watching: dict[str, ServerState] = {}
     for row in rows:
         key = row.key
         timed_out = now - row.start_requested_at > timeout
         result = results.get(key)
         if result is None:
-            # Its spawn task is still in start(): the task stops the server it gets, once it
-            # finds the row no longer starting.
+            # Its spawn task is still in start(), or was lost before the server existed
+            # (_adopt_lost failed those): the task stops the server it gets, once it finds
+            # the row no longer starting.
             if timed_out:
                 fail_start(key, Reason.BACKEND_ERROR, _timeout_message(row.message))
             continue
@@ -124,6 +152,55 @@ def sessions_starting_check(spawner: Spawner) -> dict[str, ServerState]:
                 progress(key, result.message)
             watching[key] = states[key]
     return watching
+
+
+def session_adopt(spawner: Spawner, session_id: str) -> ServerState | None:
+    """Save the state of a starting session's server found by the back-end on a row that has
+    none (its spawn task was lost after asking), and return it; None if the back-end runs no
+    server for it or the row no longer wants one.
+
+    The row's state is written only if it is still empty: the spawn task's own save (the
+    complete state, made after ``start()`` returned) is never replaced by an earlier one.
+    """
+    state = spawner.find(session_id)
+    if not state:
+        return None
+    saved = Session.objects.filter(pk=session_id, state=State.STARTING, spawner_state={}).update(
+        spawner_state=state, updated_at=timezone.now()
+    )
+    if saved:
+        log.info("start watch: session %s: adopted its server", session_id)
+        return state
+    return (
+        Session.objects.filter(pk=session_id, state=State.STARTING)
+        .values_list("spawner_state", flat=True)
+        .first()
+    ) or None
+
+
+def _adopt_lost(spawner: Spawner, rows: list[_Starting], now: datetime) -> dict[str, ServerState]:
+    """The states of the servers found for ``rows`` (starts with no state on the row); fails
+    those with none that are ``LOST_START_SECONDS`` old."""
+    adopted: dict[str, ServerState] = {}
+    clock = time.monotonic()
+    for key in _looked.keys() - {row.key for row in rows}:
+        del _looked[key]
+    for row in rows:
+        age = (now - row.start_requested_at).total_seconds()
+        if age < ADOPT_AFTER_SECONDS or clock < _looked.get(row.key, -inf) + ADOPT_RETRY_SECONDS:
+            continue
+        _looked[row.key] = clock
+        try:
+            state = session_adopt(spawner, row.key)
+        except SpawnerError as exc:
+            # The back-end did not answer: not "no server"; asked again next time.
+            log.warning("start watch: session %s: cannot look for its server: %s", row.key, exc)
+            continue
+        if state:
+            adopted[row.key] = state
+        elif age > min(LOST_START_SECONDS, settings.SPAWN_TIMEOUT_SECONDS):
+            fail_start(row.key, Reason.BACKEND_ERROR, LOST_MESSAGE)
+    return adopted
 
 
 def _promote(row: _Starting, result: PollResult) -> None:

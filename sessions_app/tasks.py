@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from sessions_app import reconcile, services
 
+# A database that does not answer (restarting, failing over, a connection cut): worth waiting
+# for. Backoff 1, 2, 4 … 30 s (jittered, so that many tasks do not come back at once), 12
+# tries: an outage of up to about four minutes. Past that, the expiry sweep sends a start never
+# claimed again, and the start watcher adopts one whose server was asked for.
+DATABASE_AWAY = (OperationalError, InterfaceError)
 
-@shared_task(ignore_result=True)
+
+@shared_task(
+    ignore_result=True,
+    autoretry_for=DATABASE_AWAY,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=12,
+)
 def spawn_session(session_id: str) -> None:
+    # Retried from the start: session_spawn goes on where the run that failed stopped.
     services.session_spawn(session_id)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from portal import broker
 from sessions_app import events
 from sessions_app.models import Session
 
@@ -28,19 +29,23 @@ END_MESSAGES = {
 
 
 def enqueue(task_name: str, session_id: str, eta: datetime | None = None) -> None:
+    """Send a task for the session once this transaction commits. A broker that is away does
+    not fail the caller (the row is committed, and the request answers as if sent): the expiry
+    sweep sends it again from the row (``services.sessions_expire_overdue``)."""
     # Imported here: tasks import this module.
     from sessions_app import tasks
 
     task = getattr(tasks, task_name)
-    transaction.on_commit(lambda: task.apply_async(args=[session_id], eta=eta))
+    transaction.on_commit(lambda: broker.send(task, [session_id], eta=eta))
 
 
 def admit_soon() -> None:
     """Ask for an admission pass once this transaction commits (a launch queued a session, or
-    a session let go of its resources)."""
+    a session let go of its resources). Lost if the broker is away: beat's admission pass
+    (``sessions-admit``) runs anyway."""
     from sessions_app import tasks
 
-    transaction.on_commit(lambda: tasks.admit_sessions.apply_async())
+    transaction.on_commit(lambda: broker.send(tasks.admit_sessions))
 
 
 ENDED = (State.STOPPED, State.EXPIRED, State.FAILED)

@@ -1,9 +1,12 @@
-"""What a Celery worker of the spawn queue runs beside its tasks: the start watcher's loop.
+"""What a Celery worker of the spawn queue runs beside its tasks: the start watcher's loop and
+the server watch's.
 
-``portal/celery.py`` adds :class:`StartWatchStep` to every worker's blueprint; it starts a
-thread only in a worker that consumes the queue ``spawn_session`` is routed to (runportal's
-``worker-spawn``, the tests' worker of every queue), and stops it with the worker. The thread is
-thin: each round is one call of ``start_watch.sessions_starting_check`` and a wait.
+``portal/celery.py`` adds :class:`StartWatchStep` and :class:`ServerWatchStep` to every worker's
+blueprint; each starts a thread only in a worker that consumes the queue ``spawn_session`` is
+routed to (runportal's ``worker-spawn``, the tests' worker of every queue), and stops it with the
+worker. The threads are thin: each round of the start watcher is one call of
+``start_watch.sessions_starting_check`` and a wait; each round of the server watch is one call of
+``server_watch.watch_once`` (which waits for a death).
 
 Imported by ``portal/celery.py`` before Django is set up: nothing of Django at module level.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import bootsteps
@@ -21,6 +25,9 @@ log = logging.getLogger(__name__)
 SPAWN_TASK = "sessions_app.tasks.spawn_session"
 # After a pass that failed (the database or the back-end away): wait this long, then again.
 ERROR_PAUSE_SECONDS = 2.0
+# The server watch's shortest round: after one that returned at once, the next waits the rest
+# of this (a death is seen this much later at most).
+MIN_ROUND_SECONDS = 0.05
 # How long a stopping worker waits for the loop to finish its pass.
 STOP_TIMEOUT_SECONDS = 30.0
 
@@ -76,14 +83,59 @@ class StartWatcher:
             connection.close()
 
 
-class StartWatchStep(bootsteps.StartStopStep):
-    """Runs a :class:`StartWatcher` while the worker runs, if it consumes spawn tasks."""
+class ServerWatcher:
+    """The server watch's loop (``sessions_app.server_watch``), in a daemon thread of its own."""
 
-    label = "Start watch"
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="server-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        # A round waits at most server_watch.REFRESH_SECONDS: no wake needed.
+        self._stopping.set()
+        self._thread.join(STOP_TIMEOUT_SECONDS)
+        if self._thread.is_alive():
+            log.warning("server watch: the loop did not stop within %ss", STOP_TIMEOUT_SECONDS)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        from sessions_app import server_watch
+        from sessions_app.spawners import get_spawner
+
+        log.info("server watch: following running sessions")
+        servers = server_watch.RunningServers()
+        try:
+            while not self._stopping.is_set():
+                began = time.monotonic()
+                try:
+                    server_watch.watch_once(get_spawner(), servers, server_watch.REFRESH_SECONDS)
+                except Exception:
+                    # As the start watcher's: the database away or a back-end bug must not end
+                    # the loop; the next round reads the set again on a new connection.
+                    log.exception("server watch: a round failed")
+                    connection.close()
+                    self._stopping.wait(ERROR_PAUSE_SECONDS)
+                    continue
+                if not servers.states:
+                    self._stopping.wait(server_watch.REFRESH_SECONDS)
+                else:
+                    # A back-end that keeps naming a server its poll finds alive must not turn
+                    # the loop into a busy one.
+                    self._stopping.wait(max(0.0, MIN_ROUND_SECONDS - (time.monotonic() - began)))
+        finally:
+            connection.close()
+
+
+class _SpawnWorkerStep(bootsteps.StartStopStep):
+    """Runs a loop while the worker runs, if the worker consumes spawn tasks."""
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.watcher: StartWatcher | None = None
+        self.watcher: StartWatcher | ServerWatcher | None = None
 
     def include_if(self, parent: Any) -> bool:
         app = parent.app
@@ -91,8 +143,11 @@ class StartWatchStep(bootsteps.StartStopStep):
         queue = app.amqp.router.route({}, SPAWN_TASK)["queue"].name
         return queue in app.amqp.queues.consume_from
 
+    def make(self) -> StartWatcher | ServerWatcher:
+        raise NotImplementedError
+
     def start(self, parent: Any) -> None:
-        self.watcher = StartWatcher()
+        self.watcher = self.make()
         self.watcher.start()
 
     def stop(self, parent: Any) -> None:
@@ -102,3 +157,21 @@ class StartWatchStep(bootsteps.StartStopStep):
 
     def terminate(self, parent: Any) -> None:
         self.stop(parent)
+
+
+class StartWatchStep(_SpawnWorkerStep):
+    """Runs a :class:`StartWatcher` while the worker runs, if it consumes spawn tasks."""
+
+    label = "Start watch"
+
+    def make(self) -> StartWatcher:
+        return StartWatcher()
+
+
+class ServerWatchStep(_SpawnWorkerStep):
+    """Runs a :class:`ServerWatcher` while the worker runs, if it consumes spawn tasks."""
+
+    label = "Server watch"
+
+    def make(self) -> ServerWatcher:
+        return ServerWatcher()

@@ -173,6 +173,27 @@ class Spawner(abc.ABC):
     def list_servers(self) -> Iterable[RunningServer]:
         """Every server this back-end runs for the portal, whether the database knows it or not."""
 
+    def find(self, session_id: str) -> State | None:
+        """The state of the server this back-end runs for ``session_id``, or None if it runs
+        none: how a start whose state never reached the database (its spawn task was lost
+        after asking) is adopted. Back-ends that can look one session up override it."""
+        for server in self.list_servers():
+            if server.session_id == session_id:
+                return server.state
+        return None
+
+    def wait_for_changes(self, states: Mapping[str, State], timeout: float) -> set[str]:
+        """Wait up to ``timeout`` seconds for a sign that one of these servers ended; return
+        the ids (``states``' keys) of the sessions that may have: the caller polls them.
+
+        The server-watch loop's wait (``sessions_app.server_watch``), one thread per spawn
+        worker, beside the start watcher's :meth:`wait_many` on the same instance. A back-end
+        that cannot tell sleeps and names them all, which makes the caller poll every server
+        once per ``timeout``.
+        """
+        time.sleep(timeout)
+        return set(states)
+
     def wait(self, state: State, timeout: float) -> None:
         """Return after ``timeout``, or earlier when the back-end sees the server change."""
         time.sleep(timeout)

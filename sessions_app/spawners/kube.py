@@ -16,12 +16,15 @@ what is left into a :class:`~.base.TransientSpawnerError`.
 - **Wait**: a watch on the pod, so a change is seen at once rather than at the next poll.
 - **Poll many, wait many** (the start watcher's, for every starting session at once): one LIST
   of those sessions' pods by label, and one watch of them.
+- **Wait for changes** (the server-watch loop's, for every running session): one watch of all
+  session pods, resumed from call to call, that wakes only for a pod that ended.
 - **Stop**: deletes the Ingress, the Service and the Pod; 404 is done.
 - **List**: the pods that carry this portal's session labels.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import secrets
@@ -48,6 +51,7 @@ from sessions_app.spawners.base import (
     TransientSpawnerError,
 )
 from sessions_app.spawners.kube_objects import meta
+from sessions_app.spawners.kube_watch import PodWatch
 
 log = logging.getLogger(__name__)
 
@@ -494,6 +498,18 @@ class KubernetesSpawner(Spawner):
             time.sleep(max(timeout, 1.0))
         finally:
             stream.stop()
+
+    def wait_for_changes(self, states: Mapping[str, State], timeout: float) -> set[str]:
+        """The sessions whose pod ended, from one watch of all session pods (:mod:`.kube_watch`)."""
+        return self._pod_watch.wait(states, timeout)
+
+    @functools.cached_property
+    def _pod_watch(self) -> PodWatch:
+        def ended(pod: client.V1Pod) -> bool:
+            verdict = pod_verdict(pod, self.unschedulable_seconds, datetime.now(UTC))
+            return verdict.status == ServerStatus.GONE
+
+        return PodWatch(self.api_client, self.namespace, self.request_timeout, ended=ended)
 
     def _latest_event(self, name: str) -> str:
         try:

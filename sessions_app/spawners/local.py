@@ -17,9 +17,13 @@ A worker started later finds the session again by its state file (``<runtime_dir
 root's) and its cgroup (named after the session). Kernels talk to the server over ZMQ ``ipc``
 in the sandbox's private ``/tmp``: the packet filter refuses the sessions' loopback traffic.
 
-The first program of the session is :mod:`.session_boot`, run as the session's account: it links
-``scratch`` into the home and refreshes the person's Python environment (:mod:`.user_python`),
-never root writing in a folder the person controls.
+The first program of the session is :mod:`.deadline`'s supervisor (root's, outside the sandbox):
+it ends the session at its time limit even when no portal process runs, as a pod's
+``activeDeadlineSeconds`` does, and :meth:`~LocalProcessSpawner.poll` reports the start it counts
+from. Inside, :mod:`.session_boot` runs as the session's account: it links ``scratch`` into the
+home and refreshes the person's Python environment (:mod:`.user_python`), never root writing in
+a folder the person controls. What the portal keeps per session goes when the session ends
+(:mod:`.session_files`).
 """
 
 from __future__ import annotations
@@ -30,14 +34,25 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import subprocess
+import sys
+import time
 import zlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 
-from sessions_app.spawners import limits, log_copier, os_accounts, sandbox, session_net
+from sessions_app.spawners import (
+    deadline,
+    limits,
+    log_copier,
+    os_accounts,
+    pid_watch,
+    sandbox,
+    session_net,
+)
 from sessions_app.spawners.base import (
     PollResult,
     ProgressCallback,
@@ -50,7 +65,7 @@ from sessions_app.spawners.base import (
     State,
 )
 from sessions_app.spawners.isolation import IsolationConfig, multi_user, multi_user_problem, refusal
-from sessions_app.spawners.jupyter_args import resolve_command, server_args
+from sessions_app.spawners.jupyter_args import resolve_command
 from sessions_app.spawners.netfilter import netfilter_install
 from sessions_app.spawners.os_accounts import SessionAccount
 from sessions_app.spawners.processes import (
@@ -63,46 +78,45 @@ from sessions_app.spawners.processes import (
     process_alive,
     stop_tree,
 )
-from sessions_app.spawners.sandbox import BOOT_DIR, Sandbox, SandboxSpec
+from sessions_app.spawners.sandbox import Sandbox
+from sessions_app.spawners.session_command import (
+    LIBRARY_NAME,
+    RUNTIME_ENV,
+    SESSION_ENV,
+    boot_command,
+    sandbox_spec,
+    session_environment,
+)
+from sessions_app.spawners.session_files import (
+    LEFTOVER_SECONDS,
+    LOGS,
+    STATES,
+    idle_seconds,
+    log_path,
+    saved_states,
+    session_files_remove,
+    state_path,
+    state_save,
+)
 from sessions_app.spawners.socket_route import (
     default_socket_dir,
     make_private_dir,
     route_link,
     socket_folder_prepare,
     socket_pin,
-    socket_unpin,
 )
-from sessions_app.spawners.software import (
-    DEFAULT_ENV_DIR,
-    SERVER_PROGRAM,
-    SessionSoftware,
-    session_software,
-    session_variables,
-)
+from sessions_app.spawners.software import DEFAULT_ENV_DIR, SERVER_PROGRAM, session_software
 from sessions_app.spawners.unix_http import accepts, answers
 
 logger = logging.getLogger(__name__)
 
-SESSION_ENV = "JUPYTER_PORTAL_SESSION_ID"
-RUNTIME_ENV = "JUPYTER_PORTAL_RUNTIME_DIR"
-# The user's scratch folder, as the session sees it from the home.
-SCRATCH_LINK = "scratch"
-LIBRARY_NAME = "notebooks-library"
 SOCKET_NAME = "jupyter.sock"
 READY_TIMEOUT_SECONDS = 0.5
-# Kernels' ZMQ ipc files: in the sandbox's private /tmp (ipc paths must stay under ~107 bytes).
-SANDBOX_RUNTIME_DIR = "/tmp/jupyter-runtime"
 _KILL_WAIT_SECONDS = 5.0
 # sun_path holds 108 bytes with the final NUL.
 _MAX_SOCKET_PATH = 107
 # Session ids name files and cgroups, so they must not carry path separators or dots alone.
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_BOOT_FILES = ("session_boot.py", "user_python.py")
-# Jupyter settings of the router's (sessions_app/spawners/), copied into the sandbox too.
-SERVER_CONFIG = "jupyter_server_config.py"
-_HERE = Path(__file__).resolve().parent
-# One file for both back-ends: the Kubernetes session image copies it to /etc/jupyter/.
-_SERVER_CONFIG_SOURCE = _HERE.parents[1] / "images" / "session" / SERVER_CONFIG
 
 
 class LocalProcessSpawner(Spawner):
@@ -157,8 +171,12 @@ class LocalProcessSpawner(Spawner):
         try:
             cgroup = limits.make_cgroup(session_id, memory, request.cpus, self.isolation.pids_max)
         except SpawnerError:
-            self._cleanup(session_id, None)
+            self._cleanup(session_id)
             raise
+        # The session's clock starts with its processes; the deadline is kept by its first
+        # process (deadline.py) and poll() reports the start, for the portal's expires_at.
+        started = time.time()
+        ends = started + request.duration_seconds if request.duration_seconds > 0 else 0.0
         # Only used without a cgroup (rlimits): spread sessions over the CPUs.
         cpus = limits.cpu_set(request.cpus, zlib.crc32(session_id.encode()))
         state = {
@@ -173,37 +191,38 @@ class LocalProcessSpawner(Spawner):
             "log_path": str(self._log_path(session_id)),
             "memory_mb": request.memory_mb,
             "cgroup": "" if cgroup is None else cgroup.layout.label(),
+            "started": started,
+            "deadline": ends,
         }
         progress("Starting JupyterLab" + (" in its sandbox" if account else ""))
-        boot_settings = {
-            "home": str(home),
-            "scratch": "" if scratch is None else str(scratch),
-            "scratch_link": SCRATCH_LINK,
-            "user_python": True,
-        }
-        boot_dir = _HERE if account is None else BOOT_DIR
-        # The router's Jupyter settings (no token in the pages), where the router ships them.
-        config = _SERVER_CONFIG_SOURCE if account is None else BOOT_DIR / SERVER_CONFIG
-        server = [*command, *server_args(socket_path, request.base_url, home, account, config)]
-        argv = [str(software.python), "-E", "-s", str(boot_dir / "session_boot.py")]
-        argv += [json.dumps(boot_settings), "--", *server]
+        argv = boot_command(software, command, socket_path, request, home, scratch, account)
+        env = session_environment(
+            request, software, home, scratch, token, account, cgroup,
+            public_url=self.public_url, runtime_dir=self.runtime_dir, socket_dir=self.socket_dir,
+        )  # fmt: skip
+        markers = {SESSION_ENV: session_id, RUNTIME_ENV: str(self.runtime_dir)}
+        procs = [] if cgroup is None else [str(path / "cgroup.procs") for path in cgroup.dirs]
         box: Sandbox | None = None
+        copier_pid = None
         try:
             # Written before the start: a worker that dies right after it still leaves the
             # session findable (its cgroup holds the processes, this file the rest).
             self._save_state(state)
             if account is not None:
-                spec = self._sandbox_spec(request, account, home, scratch, software)
+                folder = self.socket_dir / session_id
+                spec = sandbox_spec(request, account, home, scratch, software, folder)
                 box = Sandbox(spec, argv)
                 argv = box.argv
             # Into a pipe, never the log file itself: see log_copier (joins the session's cgroup).
             limiter = limits.limiter(memory, cpus, cgroup)
             log = self._log_path(session_id)
             with log_copier.pipe(log, self.log_max_bytes, limiter) as (copier, output):
+                copier_pid = copier.pid
                 proc = subprocess.Popen(
-                    argv,
+                    # The deadline's supervisor first: it runs argv as its only child.
+                    deadline.supervised(sys.executable, argv, ends, procs, [copier.pid], markers),
                     cwd="/" if account is not None else home,
-                    env=self._environment(request, software, home, scratch, token, account, cgroup),
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=subprocess.STDOUT,
@@ -214,7 +233,7 @@ class LocalProcessSpawner(Spawner):
         except (OSError, subprocess.SubprocessError, SpawnerError) as exc:
             if box is not None:
                 box.discard()
-            self._cleanup(session_id, cgroup)
+            self._cleanup(session_id, cgroup, copier_pid)
             if isinstance(exc, SpawnerError):
                 raise
             raise SpawnerError(f"Cannot start {command[0]}: {exc}") from exc
@@ -224,14 +243,13 @@ class LocalProcessSpawner(Spawner):
         # Read while the child cannot have been reaped yet: it is ours and nobody waited on it.
         create_time = psutil.Process(proc.pid).create_time()
         children[proc.pid] = (create_time, proc)
-        # pgid: the first program leads a process group of its own (start_new_session).
+        # pgid: the first program (the deadline's supervisor) leads a process group of its own.
         state.update(pid=proc.pid, pgid=proc.pid, create_time=create_time, copier=copier.pid)
         self._save_state(state)
         if box is not None and box.info_fd is not None and account is not None:
             # The sandbox's own network (session_net.py): its way out, in its cgroup.
             try:
                 pid = session_net.sandbox_pid(box.info_fd)
-                markers = {SESSION_ENV: session_id, RUNTIME_ENV: str(self.runtime_dir)}
                 state["net_pid"] = session_net.connect(pid, account, limiter, markers)
             except (OSError, SpawnerError) as exc:
                 self.stop(state)
@@ -262,7 +280,7 @@ class LocalProcessSpawner(Spawner):
         self, session_id: str, account: SessionAccount | None, home: Path, scratch: Path | None
     ) -> None:
         try:
-            for path in (self.runtime_dir / "logs", self.runtime_dir / "sessions"):
+            for path in (self.runtime_dir / LOGS, self.runtime_dir / STATES):
                 make_private_dir(path)
             if account is None:
                 make_private_dir(home)
@@ -292,33 +310,6 @@ class LocalProcessSpawner(Spawner):
                 f"The router's group {name!r} (LOCAL_ROUTER_GROUP) does not exist."
             ) from exc
 
-    def _sandbox_spec(
-        self,
-        request: SpawnRequest,
-        account: SessionAccount,
-        home: Path,
-        scratch: Path | None,
-        software: SessionSoftware,
-    ) -> SandboxSpec:
-        library = None
-        if request.library_dir is not None:
-            library = Path(request.library_dir).absolute()
-        return SandboxSpec(
-            account=account,
-            home=home,
-            socket_dir=self.socket_dir / request.session_id,
-            scratch=scratch,
-            library=library,
-            library_target=home / LIBRARY_NAME,
-            software=software.prefixes,
-            hidden=software.hidden,
-            own_network=True,
-            files={
-                **{BOOT_DIR / name: (_HERE / name).read_bytes() for name in _BOOT_FILES},
-                BOOT_DIR / SERVER_CONFIG: _SERVER_CONFIG_SOURCE.read_bytes(),
-            },
-        )
-
     # --- poll, route, stop, list ------------------------------------------------------------
 
     def poll(self, state: State) -> PollResult:
@@ -336,6 +327,10 @@ class LocalProcessSpawner(Spawner):
             return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
         oom = self._oom_message(state)
         if not self._alive(state):
+            if 0 < _clock(state, "deadline") <= time.time():
+                # Its first process ended it at its time limit, maybe while no worker ran.
+                message = "The session reached its time limit."
+                return PollResult(ServerStatus.GONE, message=message, deadline_exceeded=True)
             message = gone_message(pid, create_time, state)
             return PollResult(ServerStatus.GONE, message=f"{oom} {message}" if oom else message)
         uid = state.get("uid")
@@ -345,7 +340,13 @@ class LocalProcessSpawner(Spawner):
             and answers(socket_path, base_url, token, READY_TIMEOUT_SECONDS)
             and socket_pin(Path(socket_path), self._route_link(state), owner, self._router_gid())
         ):
-            return PollResult(ServerStatus.RUNNING, url=self._url(base_url), message=oom)
+            started = _clock(state, "started")
+            return PollResult(
+                ServerStatus.RUNNING,
+                url=self._url(base_url),
+                message=oom,
+                started_at=datetime.fromtimestamp(started, UTC) if started else None,
+            )
         return PollResult(ServerStatus.STARTING, message="Waiting for JupyterLab to answer")
 
     def route(self, state: State) -> Route | None:
@@ -389,25 +390,40 @@ class LocalProcessSpawner(Spawner):
             if pid in children and children[pid][1].poll() is not None:
                 children.pop(pid, None)
         # Gone with the session: its gone-message (poll, log tail) was read before the stop.
-        log_copier.remove(state.get("copier"), self._log_path(session_id))
-        self._cleanup(session_id, None)
+        self._cleanup(session_id, None, state.get("copier"))
 
     def list_servers(self) -> list[RunningServer]:
-        """The sessions of this runtime directory whose processes run, from their state files."""
+        """The sessions of this runtime directory whose processes run, from their state files.
+
+        The files of a session that ended long ago and that no stop took away (its start's
+        worker was lost before the row had its state) are removed on the way: the reconcile
+        sweep lists the servers every pass. Long after, so that the log's last lines are read
+        first (a death is recorded within a reconcile period of the portal's return).
+        """
         servers = []
-        with contextlib.suppress(OSError):
-            for entry in sorted(os.scandir(self.runtime_dir / "sessions"), key=lambda e: e.name):
-                if not entry.name.endswith(".json"):
-                    continue
-                try:
-                    with open(entry.path, encoding="utf-8") as file:
-                        state = json.load(file)
-                    session_id = str(state["session_id"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                if self._alive(state):
-                    servers.append(RunningServer(session_id, state))
+        for state in saved_states(self.runtime_dir):
+            session_id = str(state["session_id"])
+            if self._alive(state):
+                servers.append(RunningServer(session_id, state))
+            elif idle_seconds(self.runtime_dir, session_id) > LEFTOVER_SECONDS:
+                logger.info("Removing what is left of session %s", session_id)
+                self.stop(state)
         return servers
+
+    def find(self, session_id: str) -> State | None:
+        """The session's state file, if its processes run: one file read, not a listing."""
+        if not _SESSION_ID.fullmatch(session_id):
+            return None
+        try:
+            with open(self._state_path(session_id), encoding="utf-8") as file:
+                state = json.load(file)
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) and self._alive(state) else None
+
+    def wait_for_changes(self, states: Mapping[str, State], timeout: float) -> set[str]:
+        """Each server's first process through a pidfd (:mod:`.pid_watch`): seen as it ends."""
+        return pid_watch.for_this_thread().wait(states, timeout)
 
     def _alive(self, state: State) -> bool:
         """Whether any process of the session runs (its cgroup's, or its server and marked)."""
@@ -446,55 +462,29 @@ class LocalProcessSpawner(Spawner):
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _cleanup(self, session_id: str, cgroup: limits.SessionCgroup | None) -> None:
-        """Remove the session's socket folder, state file and (empty) cgroup."""
+    def _cleanup(
+        self, session_id: str, cgroup: limits.SessionCgroup | None = None, copier: object = None
+    ) -> None:
+        """Remove the session's files (session_files.py), then its (empty) cgroup: the log
+        copier, in the cgroup, ends with the log's removal."""
+        session_files_remove(self.runtime_dir, self.socket_dir, session_id, copier)
         if cgroup is not None:
             cgroup.remove()
-        socket_unpin(route_link(self.socket_dir, session_id))
-        session_sockets = self.socket_dir / session_id
-        # The folder is the session's account's: rmtree never follows a link found in it.
-        shutil.rmtree(session_sockets, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._state_path(session_id))
 
     def _url(self, base_url: str) -> str:
         return f"{self.public_url}{base_url}lab"
 
     def _log_path(self, session_id: str) -> Path:
-        return self.runtime_dir / "logs" / f"{session_id}.log"
+        return log_path(self.runtime_dir, session_id)
 
     def _state_path(self, session_id: str) -> Path:
-        return self.runtime_dir / "sessions" / f"{session_id}.json"
+        return state_path(self.runtime_dir, session_id)
 
     def _save_state(self, state: State) -> None:
-        """Write the state file (root's, 0600: it holds the token) by a rename, never half."""
-        path = self._state_path(state["session_id"])
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(state, file)
-        os.replace(tmp, path)
+        state_save(self.runtime_dir, state)
 
-    def _environment(
-        self,
-        request: SpawnRequest,
-        software: SessionSoftware,
-        home: Path,
-        scratch: Path | None,
-        token: str,
-        account: SessionAccount | None,
-        cgroup: limits.SessionCgroup | None,
-    ) -> dict[str, str]:
-        env = session_variables(software, home, scratch, self.public_url, dict(os.environ))
-        if cgroup is None:
-            # glibc reserves 64 MB of address space per thread arena; under RLIMIT_AS those
-            # reservations, not memory in use, would eat the session's limit.
-            env["MALLOC_ARENA_MAX"] = "2"
-        if account is not None:
-            env.update(USER=account.name, LOGNAME=account.name, SHELL="/bin/bash")
-            env["JUPYTER_RUNTIME_DIR"] = SANDBOX_RUNTIME_DIR
-        # Jupyter reads its token from here; on the command line any local user could read it.
-        env["JUPYTER_TOKEN"] = token
-        env[SESSION_ENV] = request.session_id
-        env[RUNTIME_ENV] = str(self.runtime_dir)
-        return env
+
+def _clock(state: State, key: str) -> float:
+    """A time of the state (seconds since the epoch), 0 if it has none."""
+    value = state.get(key)
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0

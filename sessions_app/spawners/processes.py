@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,6 +23,10 @@ from sessions_app.spawners.base import SpawnerError, State
 # the subprocess module from reaping them behind our back (it reaps collected running Popens)
 # and lets any spawner instance read their exit code.
 children: dict[int, tuple[float, subprocess.Popen[bytes]]] = {}
+# The exit codes of servers reaped from ``children`` (pid: create time, code), for
+# gone_message: the watchers may ask why a server ended after the reap. The oldest go first.
+exit_codes: dict[int, tuple[float, int]] = {}
+_EXIT_CODES_KEPT = 256
 
 
 def process(pid: int, create_time: float) -> psutil.Process | None:
@@ -121,27 +126,63 @@ def memory_label(memory_mb: object) -> str:
 
 
 def gone_message(pid: int, create_time: float, state: State) -> str:
+    """Why a server is gone, in words a person reads on the session page: how it ended (known
+    when this process started it) and, unless a signal ended it (its log cannot say why), the
+    last lines of its log, without local paths (:func:`log_tail`)."""
     entry = children.get(pid)
-    ours = entry is not None and abs(entry[0] - create_time) < 1.0
-    code = entry[1].returncode if entry is not None and ours else None
-    if code is None:
-        message = "The Jupyter server is no longer running."
-    elif code < 0:
-        message = f"The Jupyter server was killed by signal {-code}."
-    else:
-        message = f"The Jupyter server exited with code {code}."
+    reaped = exit_codes.get(pid)
+    code = None
+    if entry is not None and abs(entry[0] - create_time) < 1.0:
+        code = entry[1].returncode
+    elif reaped is not None and abs(reaped[0] - create_time) < 1.0:
+        code = reaped[1]
+    # The sandbox (bwrap) exits 128 + n when the server in it was killed by signal n.
+    signum = -code if code is not None and code < 0 else None
+    if code is not None and 128 < code < 128 + signal.NSIG:
+        signum = code - 128
+    if signum is not None:
+        return f"The server stopped unexpectedly: it was killed by {_signal_words(signum)}."
+    message = "The server stopped unexpectedly"
+    message += f": it exited with code {code}." if code is not None else "."
     tail = log_tail(str(state.get("log_path", "")))
     return f"{message} Last lines of its log:\n{tail}" if tail else message
 
 
-def log_tail(path: str, lines: int = 10, max_bytes: int = 4096) -> str:
+def _signal_words(signum: int) -> str:
+    try:
+        return f"signal {signum} ({signal.Signals(signum).name})"
+    except ValueError:
+        return f"signal {signum}"
+
+
+# An absolute path (not the path of a URL, which _URL takes first): a local path the person
+# need not see, shortened to its last part ("/srv/portal/x/kernel.py" -> "kernel.py").
+_PATH = r"(?<![\w./~-])/[^\s/:'\",;()\[\]<>]+(?:/[^\s/:'\",;()\[\]<>]*)*"
+# A URL, reduced to its path: a Unix socket's URL carries the socket's path in its host part
+# (http+unix://%2Fsrv%2F...), and a query may carry the server's token.
+_URL = r"\b[a-z][a-z0-9+.-]*://[^\s/]*(?P<url_path>/[^\s?#]*)?\S*"
+_LOCAL = re.compile(f"(?P<url>{_URL})|(?P<path>{_PATH})")
+_LINE_MAX = 200
+
+
+def _unlocal(match: re.Match[str]) -> str:
+    if match.group("url"):
+        return match.group("url_path") or "/"
+    parts = [part for part in match.group("path").split("/") if part]
+    return parts[-1] if parts else "/"
+
+
+def log_tail(path: str, lines: int = 5, max_bytes: int = 4096) -> str:
+    """The last ``lines`` non-blank lines of a server's log, for its owner: local paths shortened
+    to their last part, URLs to their path (no socket path, no token), each line cut short."""
     try:
         with open(path, "rb") as log:
             log.seek(max(0, os.path.getsize(path) - max_bytes))
             text = log.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(_LOCAL.sub(_unlocal, line)[:_LINE_MAX] for line in tail)
 
 
 def run_checked(command: list[str], timeout: float, stdin: str = "") -> None:
@@ -176,4 +217,8 @@ def reap_exited_children() -> int:
             if proc.poll() is not None:
                 registry.pop(pid, None)
                 reaped += 1
+                if registry is children:
+                    exit_codes[pid] = (entry[0], proc.returncode)
+                    while len(exit_codes) > _EXIT_CODES_KEPT:
+                        del exit_codes[next(iter(exit_codes))]
     return reaped

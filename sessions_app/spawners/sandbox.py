@@ -19,9 +19,10 @@ Bind sources the person controls are never named by path: each folder is opened 
 without following links (``O_PATH | O_NOFOLLOW``), checked, and handed to bwrap as a file
 descriptor (``--bind-fd``), so a link planted in the home cannot make root bind something else.
 
-Not ``--die-with-parent``: bwrap's parent is the Celery worker, and sessions must outlive a
-worker's restart (the next worker finds them by their cgroup and state file); the stop kills
-the session's whole cgroup instead.
+Not ``--die-with-parent``: sessions outlive a worker's restart (the next worker finds them by
+their cgroup and state file). bwrap's parent is the session's deadline supervisor
+(:mod:`.deadline`), started apart from the worker; a stop, or that supervisor at the session's
+time limit, kills the session's whole cgroup.
 """
 
 from __future__ import annotations

@@ -31,8 +31,11 @@ def test_database_url() -> str:
 
 
 @contextlib.contextmanager
-def asgi_web(folder: Path, workers: int = 2, **env: str) -> Iterator[tuple[str, int]]:
-    """Start the web (uvicorn, ``workers`` processes) on the test database; yields its host
+def asgi_web(
+    folder: Path, workers: int = 2, server: str = "uvicorn", **env: str
+) -> Iterator[tuple[str, int]]:
+    """Start the web (uvicorn, ``workers`` processes; or ``server="gunicorn"``: gunicorn with
+    uvicorn's workers, as runportal and deploy/ run it) on the test database; yields its host
     and port. It shares the test process's secret key, so sessions signed in here (cookies)
     and tokens made here are good there."""
     port = free_port()
@@ -53,6 +56,13 @@ def asgi_web(folder: Path, workers: int = 2, **env: str) -> Iterator[tuple[str, 
         "--port", str(port), "--workers", str(workers), "--log-level", "warning",
         "--no-access-log",
     ]  # fmt: skip
+    if server == "gunicorn":
+        command = [
+            sys.executable, "-m", "gunicorn", "portal.asgi:application",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            "--worker-class", "uvicorn_worker.UvicornWorker", "--log-level", "warning",
+            "--no-control-socket",
+        ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=settings.BASE_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT
     )

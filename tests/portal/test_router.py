@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ from portal.router import render_config
 from portal.tokens import token_issue
 from sessions_app.models import Environment
 from suspension_app.services import suspension_impose
-from tests.portal.router_world import browser_for, router_base, running_session
+from tests.portal.router_world import browser_for, nginx_router, router_base, running_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -270,3 +272,45 @@ def test_the_configuration_keeps_nginx_inside_the_router_folder(router_folder: P
     for directive in ("pid", "client_body_temp_path", "proxy_temp_path"):
         assert f"{directive} {router_folder / 'elsewhere'}" in text
     assert "/var/lib/nginx" not in text and "/run/nginx" not in text
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """The portal while its database is away: every check answers 503 (portal/outage.py)."""
+
+    def do_GET(self) -> None:
+        body = b'{"detail": "The portal is temporarily unavailable.", "code": "unavailable"}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("portal", ["answers 503", "does not answer"])
+def test_a_session_request_while_the_portal_cannot_check_it_is_told_to_retry(
+    portal: str,
+) -> None:
+    # Given a router whose portal answers its checks with 503 (its database is away), or not
+    # at all (its web is down)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    port = server.server_address[1]
+    if portal == "answers 503":
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    else:
+        server.server_close()  # nothing listens there
+    try:
+        with router_base() as folder, nginx_router(folder / "router", f"127.0.0.1:{port}") as url:
+            # When someone asks for their JupyterLab
+            answer = requests.get(f"{url}/user/owner/lab", timeout=10)
+    finally:
+        if portal == "answers 503":
+            server.shutdown()
+            server.server_close()
+
+    # then they are told it is temporary (not nginx's 500), with when to try again
+    assert answer.status_code == 503
+    assert "Temporarily unavailable" in answer.text
+    assert answer.headers["Retry-After"] == "5"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,6 +131,47 @@ def test_a_killed_child_is_restarted_and_its_signal_logged(
     supervisor.check()
     new_pid = supervisor.pid("sleeper")
     assert new_pid is not None and new_pid != pid
+
+
+# A child that starts a helper in its own process group and writes the helper's pid to
+# $HELPER_PID: a gunicorn master and its workers.
+MASTER = [
+    PYTHON, "-c",
+    "import os, pathlib, subprocess, sys, time; helper = subprocess.Popen(sys.argv[1:]); "
+    "pathlib.Path(os.environ['HELPER_PID']).write_text(str(helper.pid)); time.sleep(600)",
+    *SLEEPER,
+]  # fmt: skip
+
+
+def test_a_child_killed_outright_takes_its_own_children_and_the_others_run_on(
+    clock: FakeClock, supervisors: list[Supervisor], tmp_path: Path
+) -> None:
+    # Given a child with a helper of its own, and another child
+    helper_pid = tmp_path / "helper.pid"
+    master = Child(MASTER, env={"HELPER_PID": str(helper_pid)})
+    supervisor = Supervisor({"master": master, "other": Child(SLEEPER)}, clock=clock)
+    supervisors.append(supervisor)
+    supervisor.start_all()
+    master_pid, other_pid = supervisor.pid("master"), supervisor.pid("other")
+    assert master_pid is not None and other_pid is not None
+    deadline = time.monotonic() + 30
+    while not helper_pid.exists() or not helper_pid.read_text():
+        assert time.monotonic() < deadline, "the child did not start its helper"
+        time.sleep(0.05)
+    helper = psutil.Process(int(helper_pid.read_text()))
+
+    # When the child is killed outright (its helper lives on, as a gunicorn worker would)
+    os.kill(master_pid, signal.SIGKILL)
+    wait_dead(supervisor, "master")
+    assert helper.is_running()
+    supervisor.check()
+
+    # then the helper goes with it, the other child runs on, and the child starts again
+    helper.wait(10)
+    assert supervisor.pid("other") == other_pid
+    clock.now += Backoff().initial
+    supervisor.check()
+    assert supervisor.pid("master") not in (None, master_pid)
 
 
 def test_a_child_that_cannot_start_is_tried_again_with_backoff(

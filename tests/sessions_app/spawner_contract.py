@@ -3,7 +3,8 @@
 A back-end's test module subclasses :class:`SpawnerContract` in a ``Test*`` class and implements
 :meth:`SpawnerContract.make_spawner` (or overrides the ``spawner`` fixture when the back-end needs
 other fixtures, such as a fake API server). Nothing here assumes processes, pods or ports: the
-tests go through ``start``, ``poll``, ``poll_many``, ``stop`` and ``list_servers`` only.
+tests go through ``start``, ``poll``, ``poll_many``, ``stop``, ``list_servers``, ``find`` and
+``wait_for_changes`` only.
 """
 
 from __future__ import annotations
@@ -179,3 +180,36 @@ class SpawnerContract:
         spawner.stop(listed.state)
 
         assert spawner.poll(state).status == ServerStatus.GONE
+
+    def test_find_gives_a_started_servers_state_until_it_is_stopped(
+        self, spawner: Spawner, launch: Launch
+    ) -> None:
+        request, state = launch()
+        wait_for(spawner, state, ServerStatus.RUNNING, self.start_timeout)
+
+        found = spawner.find(request.session_id)
+        assert found is not None
+        assert spawner.poll(found).status == ServerStatus.RUNNING
+        spawner.stop(found)
+
+        assert spawner.poll(state).status == ServerStatus.GONE
+        assert spawner.find(request.session_id) is None
+        assert spawner.find(uuid.uuid4().hex) is None
+
+    def test_wait_for_changes_names_a_server_that_ended(
+        self, spawner: Spawner, launch: Launch
+    ) -> None:
+        _, running = launch("alice")
+        _, ended = launch("bob")
+        wait_for(spawner, running, ServerStatus.RUNNING, self.start_timeout)
+        wait_for(spawner, ended, ServerStatus.RUNNING, self.start_timeout)
+        states = {"running": running, "ended": ended}
+
+        spawner.stop(ended)
+
+        changed: set[str] = set()
+        deadline = time.monotonic() + 30
+        while "ended" not in changed and time.monotonic() < deadline:
+            changed |= spawner.wait_for_changes(states, 5.0)
+        assert "ended" in changed
+        assert changed <= set(states)

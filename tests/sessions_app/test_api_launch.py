@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from portal.broker import PUBLISH_RETRY_POLICY
 from sessions_app.models import Environment, EnvironmentOption, Session
 from terms_app.models import TermsVersion
 from tests.conftest import login_verified
@@ -78,7 +79,7 @@ def test_launch_asks_for_an_admission_pass_once_committed(
     # test_admission.py)
     assert response.status_code == 201
     assert len(callbacks) == 1
-    apply_async.assert_called_once_with()
+    apply_async.assert_called_once_with(args=[], retry=True, retry_policy=PUBLISH_RETRY_POLICY)
 
 
 def test_launch_stores_the_options_typed_with_defaults_filled_in(

@@ -15,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from portal.broker import PUBLISH_RETRY_POLICY
 from sessions_app import events
 from sessions_app.models import Environment, Session
 from tests.conftest import login_verified
@@ -152,7 +153,9 @@ def test_delete_moves_a_running_session_to_stopping_and_enqueues_the_stop(
     assert response.json()["state"] == "stopping"
     assert response.json()["reason"] == "user_stopped"
     assert response.json()["url"] is None
-    apply_async.assert_called_once_with(args=[str(session.id)], eta=None)
+    apply_async.assert_called_once_with(
+        args=[str(session.id)], eta=None, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+    )
 
 
 def test_delete_of_a_session_already_stopping_answers_202_with_it(

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
@@ -62,8 +63,11 @@ def test_launch_runs_a_real_jupyterlab_until_the_user_stops_it(
     session = wait_for(result.session.pk, in_state(Session.State.RUNNING))
     assert f"/user/{accepted.username}/" in session.url
     assert server_answers(session.spawner_state)
-    assert session.started_at is not None
-    assert session.expires_at == session.started_at + environment.max_duration
+    assert session.started_at is not None and session.expires_at is not None
+    # counted from the server's own start, which its first process keeps (deadline.py)
+    deadline = datetime.fromtimestamp(session.spawner_state["deadline"], UTC)
+    assert abs(session.expires_at - deadline) < timedelta(milliseconds=1)
+    assert session.expires_at <= session.started_at + environment.max_duration
     pids = _server_pids(session)
 
     # and launching again gives the same session
@@ -140,11 +144,12 @@ def test_reconcile_ends_a_session_whose_server_died_and_stops_unknown_servers(
     # When reconcile runs
     outcome = sessions_reconcile()
 
-    # then the dead session failed with the reason, and the stray server is stopped
+    # then the dead session failed with the reason (in this pass, or already by the worker's
+    # server watch, which sees a death at once), and the stray server is stopped
     session.refresh_from_db()
     assert session.state == Session.State.FAILED
     assert session.reason == Session.Reason.SERVER_DIED
-    assert outcome["died"] == 1 and outcome["orphans"] == 1
+    assert outcome["died"] <= 1 and outcome["orphans"] == 1
     assert spawner.poll(state).status == ServerStatus.GONE
     assert [s.session_id for s in spawner.list_servers()] == []
 

@@ -243,7 +243,8 @@ def test_single_user_mode_runs_as_the_portal_user_with_rlimits_without_cgroups(
         small = execute(url, token, kernel_id, "x = bytearray(200 * 2**20)")
         too_big = execute(url, token, kernel_id, "y = bytearray(2 * 2**30)")
     server = psutil.Process(state["pid"])
-    [kernel] = server.children()
+    # The first process is the deadline's supervisor (deadline.py); the kernel is below it.
+    [kernel] = [p for p in server.children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
 
     assert small.status == "ok"
     assert (too_big.status, too_big.ename) == ("error", "MemoryError")

@@ -125,15 +125,18 @@ class KubernetesSpawner(Spawner):
     @property
     def api_client(self) -> client.ApiClient:
         if self._api_client is None:
+            configuration = client.Configuration()
             if self._config_file:
-                api = config.new_client_from_config(config_file=self._config_file)
+                config.load_kube_config(
+                    config_file=self._config_file, client_configuration=configuration
+                )
             else:
-                configuration = client.Configuration()
                 config.load_incluster_config(client_configuration=configuration)
-                api = client.ApiClient(configuration)
-            self._api_client = api
-        # Our own loop retries (with backoff and a log line); urllib3's would hide the wait.
-        self._api_client.configuration.retries = False
+            # Our own loop retries (with backoff and a log line); urllib3's would hide the
+            # wait, and multiply each attempt's time. Read when the client's connection pool
+            # is made: set before the client exists.
+            configuration.retries = False
+            self._api_client = client.ApiClient(configuration)
         return self._api_client
 
     @property

@@ -559,3 +559,24 @@ def test_remove_home_deletes_the_volume_and_a_missing_one_is_done(
 def test_bad_or_stale_state_is_gone(spawner: KubernetesSpawner, state: State) -> None:
     assert spawner.poll(state).status == ServerStatus.GONE
     spawner.stop(state)
+
+
+def test_a_client_from_a_kubeconfig_leaves_retrying_to_the_spawner(tmp_path: Path) -> None:
+    # Given a spawner that reads its cluster from a kubeconfig file
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"
+    )
+    spawner = KubernetesSpawner(KubeConfig(namespace=NS), config_file=str(kubeconfig))
+
+    # When it makes its client
+    api = spawner.api_client
+
+    # then urllib3 does not retry under the spawner's own loop (each of its attempts would
+    # otherwise take up to four request timeouts)
+    assert api.configuration.host == "http://127.0.0.1:1"
+    retries = api.rest_client.pool_manager.connection_pool_kw["retries"]
+    assert retries.total is False

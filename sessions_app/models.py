@@ -188,6 +188,12 @@ class Session(models.Model):
         help_text="When the back-end was asked to start the server: the spawn timeout counts "
         "from here.",
     )
+    spawn_owner = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The process running this start's spawn task (sessions_app/spawn_owner.py): a "
+        "start whose process is gone is sent again.",
+    )
     spawner_state = models.JSONField(default=dict, blank=True)
     library_status = models.TextField(
         blank=True, help_text="What became of the notebooks library at this session's start."

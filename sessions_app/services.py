@@ -20,7 +20,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app import events, start_watch
+from sessions_app import events, spawn_owner, start_watch
 from sessions_app.admission import AdmissionPolicy, capacity_free, too_large
 from sessions_app.models import Environment, Session
 from sessions_app.options import OptionError, validate_options
@@ -210,11 +210,17 @@ def session_spawn(session_id: str) -> None:
     starting begins, once admission gave it room (``admitted_at``); a run that finds it
     starting goes on where the last one stopped: before the server was asked for, it asks
     (once: ``start_requested_at`` is claimed); after, it adopts the server the back-end runs.
+    The run that goes on writes its process on the row (``spawn_owner``): the start watcher
+    sends the start again if that process dies before the server exists.
     """
+    owner = spawn_owner.here()
     claimed = Session.objects.filter(
         pk=session_id, state=State.QUEUED, admitted_at__isnull=False
     ).update(
-        state=State.STARTING, message="Starting your Jupyter server.", updated_at=timezone.now()
+        state=State.STARTING,
+        message="Starting your Jupyter server.",
+        spawn_owner=owner,
+        updated_at=timezone.now(),
     )
     if claimed:
         events.session_changed(session_id)
@@ -232,7 +238,16 @@ def session_spawn(session_id: str) -> None:
             if start_watch.session_adopt(get_spawner(), session_id):
                 start_watch.wake()
             return
-        # Claimed by a run that stopped before it asked: go on from there.
+        # Claimed by a run that stopped before it asked: go on from there, unless another
+        # process is at it (a start sent again, or this task's own retry, has no owner or this
+        # one; a dead owner's start is sent again by the start watcher).
+        if not Session.objects.filter(
+            pk=session_id,
+            state=State.STARTING,
+            start_requested_at__isnull=True,
+            spawn_owner__in=("", owner),
+        ).update(spawn_owner=owner, updated_at=timezone.now()):
+            return
     session = Session.objects.select_related("environment", "user").get(pk=session_id)
     if suspension_active_for(session.user) is not None:
         # A suspension that committed between the launch and now: its stop may have looked
@@ -276,6 +291,7 @@ def session_spawn(session_id: str) -> None:
     ).update(
         library_status=folders.library_message,
         start_requested_at=start_requested,
+        spawn_owner=owner,
         updated_at=start_requested,
     ):
         return
@@ -373,8 +389,9 @@ def sessions_expire_overdue() -> int:
     """The backstop for lost deadline tasks: stop every running session past its deadline.
 
     Also re-sends work whose task may have been lost (``portal/broker.py``: a send that found
-    the broker away is left to this sweep): admitted sessions not picked up and stopping
-    sessions not finished. Queued sessions not admitted yet wait for beat's admission pass.
+    the broker away is left to this sweep): admitted sessions not picked up, starts sent again
+    by the start watcher (no owner) not picked up, and stopping sessions not finished. Queued
+    sessions not admitted yet wait for beat's admission pass.
     Returns the number of sessions stopped for their time limit.
     """
     now = timezone.now()
@@ -390,6 +407,13 @@ def sessions_expire_overdue() -> int:
             state=State.QUEUED, admitted_at__lt=stale, updated_at__lt=stale
         ).values_list("pk", flat=True)[:SWEEP_BATCH]:
             enqueue("spawn_session", str(pk))  # admitted, but its spawn task was lost
+        for pk in Session.objects.filter(
+            state=State.STARTING,
+            start_requested_at__isnull=True,
+            spawn_owner="",
+            updated_at__lt=stale,
+        ).values_list("pk", flat=True)[:SWEEP_BATCH]:
+            enqueue("spawn_session", str(pk))  # sent again (start_watch.py), but lost
         for pk in Session.objects.filter(state=State.STOPPING, updated_at__lt=stale).values_list(
             "pk", flat=True
         )[:SWEEP_BATCH]:

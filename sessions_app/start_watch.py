@@ -20,12 +20,20 @@ A start whose spawn task was lost after asking (its worker killed, or a database
 the state was saved) has no state on its row: once ``ADOPT_AFTER_SECONDS`` passed, a pass asks
 the back-end for the session's server (``Spawner.find``), saves the state it finds and follows
 it as any other (:func:`session_adopt`, which the spawn task also calls when it runs again).
-No server ``LOST_START_SECONDS`` after the start was asked: the task was lost before the server
-existed, and the start fails, saying so. It is not sent again: a task that is only slow (a
-Kubernetes API that retries) would then race a second start of the same session for one
-cgroup, socket folder and state file (one pod name), each taking the other's down; failed, the
+No server, and the process that ran the spawn task (``spawn_owner``) provably gone: the task was
+lost before the server existed (in its clone, or between claiming the start and the back-end's
+first file), and the start is sent again (:func:`_start_again`): the row goes back to "claimed,
+not asked" and a new spawn task goes on with it, as a retry does. This also covers starts not
+asked yet (``start_requested_at`` empty), read by the same query once their row is
+``ADOPT_AFTER_SECONDS`` old. Only a dead owner's start is sent again: a task that is only slow
+would race a second start of the same session for one cgroup, socket folder and state file (one
+pod name), each taking the other's down. Where the owner cannot be told dead (a worker on
+another machine or pod: Kubernetes), or is alive (start() runs, or the task ended without a
+server), a start asked ``LOST_START_SECONDS`` ago with no server fails, saying so; failed, a
 slow task stops the server it gets (it finds the row no longer starting), and the person
-launches again at once.
+launches again at once; one not asked is left to the reconcile sweep. A start admitted more than
+``SPAWN_TIMEOUT_SECONDS`` ago fails instead of starting again, so a start that kills its worker
+each time ends.
 
 A failed start's server is stopped after the row failed, and only by the pass that failed it;
 a stop the back-end refuses leaves a server of no active session, which the reconcile sweep
@@ -45,8 +53,11 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from sessions_app import events, spawn_owner
 from sessions_app.models import Session
 from sessions_app.spawners.base import PollResult, ServerStatus, Spawner, SpawnerError
 from sessions_app.spawners.base import State as ServerState
@@ -71,6 +82,7 @@ LOST_MESSAGE = (
     "The start was interrupted before your server was created (a portal worker stopped). "
     "Please launch again."
 )
+AGAIN_MESSAGE = "Starting again after an interruption."
 # With nothing starting, a pass runs this often (a start asked by another process is seen
 # within it; this process's own spawn tasks wake the loop at once).
 IDLE_SECONDS = 1.0
@@ -86,8 +98,11 @@ class _Starting(NamedTuple):
     key: str
     message: str
     spawner_state: ServerState
-    start_requested_at: datetime
+    start_requested_at: datetime | None  # None: claimed, not asked yet (its owner clones)
     max_duration_minutes: int
+    spawn_owner: str
+    admitted_at: datetime | None
+    updated_at: datetime
 
 
 _COLUMNS = (
@@ -96,6 +111,9 @@ _COLUMNS = (
     "spawner_state",
     "start_requested_at",
     "environment__max_duration_minutes",
+    "spawn_owner",
+    "admitted_at",
+    "updated_at",
 )
 
 
@@ -110,21 +128,27 @@ def idle(seconds: float = IDLE_SECONDS) -> None:
 
 
 def sessions_starting_check(spawner: Spawner) -> dict[str, ServerState]:
-    """One pass over the starting sessions whose start was asked (see the module's docstring).
+    """One pass over the starting sessions (see the module's docstring).
 
     Returns the states of the servers still starting, by session id: what the caller waits on.
     """
     _wake.clear()  # before the read: a start saved after it wakes the next pause
     # Only the columns a pass reads, as tuples: the ORM's model rows cost most of a pass.
+    now = timezone.now()
+    # Starts not asked yet only once old enough to be lost, and only with an owner to check
+    # (a row sent again waits for its task, or the sweep's send): few rows, read last.
+    unasked = Q(
+        start_requested_at__isnull=True,
+        updated_at__lt=now - timedelta(seconds=ADOPT_AFTER_SECONDS),
+    ) & ~Q(spawn_owner="")
     rows = [
         _Starting(str(pk), *rest)
         for pk, *rest in Session.objects.filter(
-            state=State.STARTING, start_requested_at__isnull=False
+            Q(start_requested_at__isnull=False) | unasked, state=State.STARTING
         )
-        .order_by("start_requested_at")
+        .order_by(F("start_requested_at").asc(nulls_last=True))
         .values_list(*_COLUMNS)[:WATCH_BATCH]
     ]
-    now = timezone.now()
     states = {row.key: row.spawner_state for row in rows if row.spawner_state}
     states.update(_adopt_lost(spawner, [row for row in rows if not row.spawner_state], now))
     results = spawner.poll_many(states) if states else {}
@@ -132,7 +156,7 @@ def sessions_starting_check(spawner: Spawner) -> dict[str, ServerState]:
     watching: dict[str, ServerState] = {}
     for row in rows:
         key = row.key
-        timed_out = now - row.start_requested_at > timeout
+        timed_out = row.start_requested_at is not None and now - row.start_requested_at > timeout
         result = results.get(key)
         if result is None:
             # Its spawn task is still in start(), or was lost before the server existed
@@ -165,8 +189,11 @@ def session_adopt(spawner: Spawner, session_id: str) -> ServerState | None:
     state = spawner.find(session_id)
     if not state:
         return None
+    now = timezone.now()
     saved = Session.objects.filter(pk=session_id, state=State.STARTING, spawner_state={}).update(
-        spawner_state=state, updated_at=timezone.now()
+        spawner_state=state,
+        start_requested_at=Coalesce(F("start_requested_at"), Value(now)),
+        updated_at=now,
     )
     if saved:
         log.info("start watch: session %s: adopted its server", session_id)
@@ -179,14 +206,15 @@ def session_adopt(spawner: Spawner, session_id: str) -> ServerState | None:
 
 
 def _adopt_lost(spawner: Spawner, rows: list[_Starting], now: datetime) -> dict[str, ServerState]:
-    """The states of the servers found for ``rows`` (starts with no state on the row); fails
-    those with none that are ``LOST_START_SECONDS`` old."""
+    """The states of the servers found for ``rows`` (starts with no state on the row); sends
+    again those with none whose owner is gone, and fails those with none that are
+    ``LOST_START_SECONDS`` old whose owner cannot be told gone."""
     adopted: dict[str, ServerState] = {}
     clock = time.monotonic()
     for key in _looked.keys() - {row.key for row in rows}:
         del _looked[key]
     for row in rows:
-        age = (now - row.start_requested_at).total_seconds()
+        age = (now - (row.start_requested_at or row.updated_at)).total_seconds()
         if age < ADOPT_AFTER_SECONDS or clock < _looked.get(row.key, -inf) + ADOPT_RETRY_SECONDS:
             continue
         _looked[row.key] = clock
@@ -198,9 +226,33 @@ def _adopt_lost(spawner: Spawner, rows: list[_Starting], now: datetime) -> dict[
             continue
         if state:
             adopted[row.key] = state
-        elif age > min(LOST_START_SECONDS, settings.SPAWN_TIMEOUT_SECONDS):
+            continue
+        if spawn_owner.alive(row.spawn_owner) is False:
+            _start_again(row, now)
+        elif row.start_requested_at is not None and age > min(
+            LOST_START_SECONDS, settings.SPAWN_TIMEOUT_SECONDS
+        ):
             fail_start(row.key, Reason.BACKEND_ERROR, LOST_MESSAGE)
     return adopted
+
+
+def _start_again(row: _Starting, now: datetime) -> None:
+    """Send again a start whose spawn task died before its server existed (its owner is
+    gone): the row as a task that claimed it but did not ask leaves it, and a new task."""
+    timeout = timedelta(seconds=settings.SPAWN_TIMEOUT_SECONDS)
+    if row.admitted_at is None or now - row.admitted_at > timeout:
+        fail_start(row.key, Reason.BACKEND_ERROR, LOST_MESSAGE)
+        return
+    with transaction.atomic():
+        # Only as this pass read it: a task that went on meanwhile owns it now.
+        again = Session.objects.filter(
+            pk=row.key, state=State.STARTING, spawner_state={}, spawn_owner=row.spawn_owner
+        ).update(start_requested_at=None, spawn_owner="", message=AGAIN_MESSAGE, updated_at=now)
+        if again:
+            events.session_changed(row.key)
+            enqueue("spawn_session", row.key)
+    if again:
+        log.warning("start watch: session %s: its spawn task was lost; sent again", row.key)
 
 
 def _promote(row: _Starting, result: PollResult) -> None:
@@ -209,7 +261,7 @@ def _promote(row: _Starting, result: PollResult) -> None:
     # From the back-end's own start where it keeps one (a pod's deadline counts from its
     # start), so that the countdown shows when the back-end will end it. Bounded both ways: a
     # back-end clock behind ours must not end the session early.
-    clock_start = min(max(result.started_at or now, row.start_requested_at), now)
+    clock_start = min(max(result.started_at or now, row.start_requested_at or now), now)
     expires_at = clock_start + timedelta(minutes=row.max_duration_minutes)
     with transaction.atomic():
         if transition(

@@ -109,6 +109,19 @@ if sys.argv[1] == "hang-after-start":
             asked.write(request.session_id + "\\n")
         time.sleep(3600)
     LocalProcessSpawner.start = start_then_hang
+elif sys.argv[1] in ("hang-in-prepare", "hang-before-start"):
+    # Spawn tasks that never get past their storage (the clone), or past claiming the start
+    # (start_requested_at) without calling the back-end: a worker killed there leaves no server.
+    from sessions_app import services
+    from sessions_app.spawners.local import LocalProcessSpawner
+    def record_then_hang(*args, **kwargs):
+        with open(os.environ["ASKED_FILE"], "a") as asked:
+            asked.write(services.spawn_owner.here() + "\\n")
+        time.sleep(3600)
+    if sys.argv[1] == "hang-in-prepare":
+        services.session_folders_prepare = record_then_hang
+    else:
+        LocalProcessSpawner.start = record_then_hang
 app.worker_main(["worker", "-Q", "control,spawn,storage", "--pool", "threads",
                  "--concurrency", "8", "-n", f"faults-{os.getpid()}@%h", "--without-gossip",
                  "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"])
@@ -154,7 +167,8 @@ class WorkerProcess:
             )
 
     def asked(self) -> list[str]:
-        """The sessions whose server this worker asked for (in hang-after-start mode)."""
+        """The sessions whose server this worker asked for (in hang-after-start mode), or the
+        owner names of its spawn tasks that hang (hang-in-prepare, hang-before-start)."""
         try:
             return self.asked_file.read_text().split()
         except FileNotFoundError:

@@ -1,12 +1,14 @@
 """A worker crash or a database blip loses no start: a start whose spawn task was lost after it
 asked for the server is adopted (the back-end's server found again, its state saved, followed to
 running), the spawn task retries through a database outage and, run again, goes on where it
-stopped; a start lost before its server existed fails, saying so. Real JupyterLab servers, real
-workers (one killed with SIGKILL), a database that really refuses them.
+stopped; a start lost before its server existed is sent again once the process that ran its
+task is gone (and never while it runs), or fails, saying so, when that cannot be told. Real
+JupyterLab servers, real workers (killed with SIGKILL), a database that really refuses them.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,13 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from portal.celery import app
-from sessions_app import start_watch
+from sessions_app import spawn_owner, start_watch
 from sessions_app.models import Environment, Session
-from sessions_app.services import session_launch, session_spawn, sessions_admit
+from sessions_app.services import (
+    RESEND_AFTER_SECONDS,
+    session_launch,
+    session_spawn,
+    sessions_admit,
+    sessions_expire_overdue,
+)
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.local import LocalProcessSpawner
 from sessions_app.start_watch import LOST_MESSAGE, sessions_starting_check
@@ -288,3 +297,129 @@ def test_a_start_whose_state_save_meets_a_stopped_database_still_runs(
         assert outage.ended.is_set()
     assert server_answers(running.spawner_state)
     assert _servers() == {str(session.pk): running.spawner_state["pid"]}
+
+
+# --- starts lost before their server existed: sent again if their owner is gone ----------------
+
+
+def _dead_owner() -> str:
+    """The owner name of a process of this machine that has ended."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return f"{spawn_owner.here().rsplit(':', 2)[0]}:{process.pid}:1.00"
+
+
+def _wait_hanging(worker: WorkerProcess) -> str:
+    """The owner name of ``worker``'s spawn task, once it hangs where its mode says."""
+    deadline = time.monotonic() + 120
+    while not worker.asked() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [owner] = worker.asked()
+    return owner
+
+
+@pytest.mark.parametrize(
+    ("mode", "asked"),
+    [("hang-in-prepare", False), ("hang-before-start", True)],
+    ids=["killed-in-its-clone", "killed-after-claiming-the-start"],
+)
+def test_a_start_whose_worker_was_killed_before_its_server_existed_runs_in_the_next_worker(
+    worker_processes: list[WorkerProcess],
+    tmp_path: Path,
+    accepted: User,
+    environment: Environment,
+    mode: str,
+    asked: bool,
+) -> None:
+    # Given a worker killed with SIGKILL while its spawn task prepared the session's storage
+    # (or had claimed the start but not yet called the back-end): no server exists
+    doomed = WorkerProcess(tmp_path, mode=mode)
+    worker_processes.append(doomed)
+    session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session
+    owner = _wait_hanging(doomed)
+    doomed.kill()
+    session.refresh_from_db()
+    assert (session.state, session.spawn_owner) == (State.STARTING, owner)
+    assert (session.start_requested_at is not None) == asked
+    assert _servers() == {}
+
+    # When another worker starts (the killed task's message stays unacknowledged in Redis)
+    worker_processes.append(WorkerProcess(tmp_path))
+
+    # then it sends the start again and takes it to running: one server, not failed
+    running = wait_for(session.pk, in_state(State.RUNNING, State.FAILED), timeout=120)
+    assert running.state == State.RUNNING, running.message
+    assert server_answers(running.spawner_state)
+    assert _servers() == {str(session.pk): running.spawner_state["pid"]}
+
+
+def test_a_start_whose_task_is_slow_but_alive_is_not_sent_again(
+    worker_processes: list[WorkerProcess],
+    tmp_path: Path,
+    accepted: User,
+    environment: Environment,
+) -> None:
+    # Given a spawn task that hangs in its storage step, in a worker that runs
+    doomed = WorkerProcess(tmp_path, mode="hang-in-prepare")
+    worker_processes.append(doomed)
+    session = session_launch(user=accepted, environment_slug="ecmwf-dss", options={}).session
+    owner = _wait_hanging(doomed)
+
+    # When the start watcher passes, well past the time a lost start is looked for
+    deadline = time.monotonic() + start_watch.ADOPT_AFTER_SECONDS + 3
+    while time.monotonic() < deadline:
+        sessions_starting_check(get_spawner())
+        time.sleep(0.1)
+
+    # then the start is left to its task: not sent again, not failed
+    session.refresh_from_db()
+    assert (session.state, session.spawn_owner) == (State.STARTING, owner)
+    assert session.message != start_watch.AGAIN_MESSAGE
+
+    # ... and once that worker is killed, the next look sends it again (the owner alone decided)
+    doomed.kill()
+    deadline = time.monotonic() + 2 * start_watch.ADOPT_RETRY_SECONDS + 3
+    while session.spawn_owner and time.monotonic() < deadline:
+        sessions_starting_check(get_spawner())
+        session.refresh_from_db()
+        time.sleep(0.1)
+    assert (session.state, session.spawn_owner) == (State.STARTING, "")
+    assert session.start_requested_at is None
+    assert session.message == start_watch.AGAIN_MESSAGE
+
+
+def test_a_lost_start_admitted_longer_ago_than_the_spawn_timeout_fails_instead(
+    accepted: User, environment: Environment
+) -> None:
+    # Given a start whose owner is gone, admitted longer ago than a start may take
+    session = _launch_admitted(accepted)
+    long_ago = timezone.now() - timedelta(seconds=settings.SPAWN_TIMEOUT_SECONDS + 1)
+    Session.objects.filter(pk=session.pk).update(
+        state=State.STARTING, admitted_at=long_ago, updated_at=long_ago, spawn_owner=_dead_owner()
+    )
+
+    # When the start watcher passes
+    sessions_starting_check(get_spawner())
+
+    # then it fails, saying so, instead of starting again
+    session.refresh_from_db()
+    assert (session.state, session.message) == (State.FAILED, LOST_MESSAGE)
+
+
+def test_a_start_sent_again_whose_send_was_lost_is_sent_by_the_sweep(
+    celery_worker: Any, accepted: User, environment: Environment
+) -> None:
+    # Given a start sent again by the watcher whose task never reached a worker (the broker
+    # was away): starting, not asked, no owner, untouched for a while
+    session = _launch_admitted(accepted)
+    Session.objects.filter(pk=session.pk).update(state=State.STARTING, spawn_owner="")
+    app.control.purge()
+    stale = timezone.now() - timedelta(seconds=RESEND_AFTER_SECONDS + 1)
+    Session.objects.filter(pk=session.pk).update(updated_at=stale)
+
+    # When the sweep runs
+    sessions_expire_overdue()
+
+    # then the start is sent and runs
+    running = wait_for(session.pk, in_state(State.RUNNING, State.FAILED), timeout=120)
+    assert running.state == State.RUNNING, running.message

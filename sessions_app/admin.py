@@ -21,8 +21,9 @@ from django.utils import timezone
 from sessions_app.admission import round_up_minutes
 from sessions_app.charts import stacked_bar_chart
 from sessions_app.models import Environment, EnvironmentOption, Session
+from sessions_app.queue_changes import QueueError, queue_move, queue_remove
 from sessions_app.selectors import queue_overview
-from sessions_app.services import QueueError, queue_move, queue_remove, session_request_stop
+from sessions_app.services import session_request_stop
 from sessions_app.usage import DEFAULT_DAYS, usage_range, usage_report
 
 

@@ -17,9 +17,9 @@ from rest_framework.views import APIView
 
 from accounts_app.permissions import PortalAccess
 from portal.api_errors import ApiError, ApiErrorSerializer
+from sessions_app.queue_changes import QueueError, queue_move, queue_remove
 from sessions_app.selectors import queue_overview
 from sessions_app.serializers import QueueMoveSerializer, QueuePlaceSerializer
-from sessions_app.services import QueueError, queue_move, queue_remove
 
 VIEW_PERMISSION = "sessions_app.view_session"
 CHANGE_PERMISSION = "sessions_app.change_session"

@@ -10,12 +10,12 @@ from rest_framework import serializers
 from portal.api_serializers import FieldsBuiltOnce
 from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.options import OptionError, OptionValue, parse_option_value
+from sessions_app.queue_changes import QUEUE_MOVE_MAX_STEPS
 from sessions_app.selectors import (
     QueuePlace,
     session_queue_estimate,
     session_remaining_seconds,
 )
-from sessions_app.services import QUEUE_MOVE_MAX_STEPS
 
 # A waiting request holds a web worker thread; half a minute keeps that bounded.
 MAX_WAIT_SECONDS = 30

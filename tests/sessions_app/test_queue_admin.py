@@ -13,8 +13,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from sessions_app.models import Environment, Session
+from sessions_app.queue_changes import QueueError, queue_move, queue_remove
 from sessions_app.selectors import admission_policy, queue_entries
-from sessions_app.services import QueueError, queue_move, queue_remove
 from tests.conftest import login_verified
 from tests.sessions_app.queue_world import NOW, _fast_passwords, _frozen, large, queue
 

@@ -143,11 +143,11 @@ class _SpawnWorkerStep(bootsteps.StartStopStep):
         queue = app.amqp.router.route({}, SPAWN_TASK)["queue"].name
         return queue in app.amqp.queues.consume_from
 
-    def make(self) -> StartWatcher | ServerWatcher:
-        raise NotImplementedError
+    # The loop this step runs (set by each step below).
+    watcher_class: type[StartWatcher] | type[ServerWatcher]
 
     def start(self, parent: Any) -> None:
-        self.watcher = self.make()
+        self.watcher = self.watcher_class()
         self.watcher.start()
 
     def stop(self, parent: Any) -> None:
@@ -163,15 +163,11 @@ class StartWatchStep(_SpawnWorkerStep):
     """Runs a :class:`StartWatcher` while the worker runs, if it consumes spawn tasks."""
 
     label = "Start watch"
-
-    def make(self) -> StartWatcher:
-        return StartWatcher()
+    watcher_class = StartWatcher
 
 
 class ServerWatchStep(_SpawnWorkerStep):
     """Runs a :class:`ServerWatcher` while the worker runs, if it consumes spawn tasks."""
 
     label = "Server watch"
-
-    def make(self) -> ServerWatcher:
-        return ServerWatcher()
+    watcher_class = ServerWatcher

@@ -29,7 +29,7 @@ def redis_server_path() -> str:
     return found
 
 
-def _answers_ping(port: int) -> bool:
+def answers_ping(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as sock:
         sock.sendall(b"PING\r\n")
         return sock.recv(16).startswith(b"+PONG")
@@ -61,7 +61,7 @@ class RedisServer:
             command, stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.folder
         )
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers_ping(self.port):
+        while not answers_ping(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 log = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")

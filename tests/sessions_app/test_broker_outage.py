@@ -10,10 +10,8 @@ and are answered as usual (portal/broker.py); the sweeps send their tasks once t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +37,7 @@ from sessions_app.services import (
 )
 from terms_app.models import TermsVersion
 from terms_app.services import terms_accept
+from tests.chaos.redis_server import answers_ping
 from tests.conftest import _make_user, after_workers, database_clock, login_verified
 from tests.portal.embedded import ROOT, free_fixed_port
 from tests.sessions_app.lifecycle import in_state, wait_for
@@ -52,13 +51,6 @@ SWEEP_SECONDS = 3
 # and a JupyterLab start on a busy machine.
 RECOVERY_SECONDS = 90
 START_SECONDS = 120
-
-
-def _answers_ping(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(16).startswith(b"+PONG")
-    return False
 
 
 @dataclass
@@ -84,7 +76,7 @@ class PrivateRedis:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 30
-        while not _answers_ping(self.port):
+        while not answers_ping(self.port):
             assert self.process.poll() is None, "redis-server exited"
             assert time.monotonic() < deadline, "redis-server did not answer"
             time.sleep(0.05)

@@ -1,12 +1,22 @@
-"""Staff's view of identities: users with their second factor, and every reset of one."""
+"""Staff's view of identities: users with their second factor, and every reset of one.
+
+Staff grant nothing they do not hold: a staff member who is not a superuser cannot make anyone
+staff or superuser, cannot give a user a group or permission (nor a group a permission) that
+carries a permission they lack, and cannot change, delete or reset the second factor of an
+account that holds more than they do (a superuser's above all): a new password or second factor
+on such an account would be a way into it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, Permission
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_otp.plugins.otp_static.models import StaticDevice
@@ -24,6 +34,64 @@ for model in (TOTPDevice, StaticDevice):
         admin.site.unregister(model)
 
 
+def _label(permission: Permission) -> str:
+    return f"{permission.content_type.app_label}.{permission.codename}"
+
+
+def permissions_not_held(editor: Any, permissions: Iterable[Permission]) -> list[str]:
+    """The permissions among ``permissions`` that ``editor`` does not hold (none for a
+    superuser), as ``app_label.codename``."""
+    if editor.is_superuser:
+        return []
+    return sorted({_label(p) for p in permissions} - editor.get_all_permissions())
+
+
+def outranks(account: Any, editor: Any) -> bool:
+    """Whether ``account`` holds something ``editor`` does not: then ``editor`` leaves it alone."""
+    if editor.is_superuser:
+        return False
+    return bool(
+        account.is_superuser or account.get_all_permissions() - editor.get_all_permissions()
+    )
+
+
+def _added(form: forms.ModelForm, name: str) -> list[Any]:
+    """What the form's many-to-many field ``name`` adds to the instance's current choice."""
+    chosen = form.cleaned_data.get(name)
+    if chosen is None:
+        return []
+    current = set(getattr(form.instance, name).all()) if form.instance.pk else set()
+    return [item for item in chosen if item not in current]
+
+
+def _grant_guard(form: type[forms.ModelForm], editor: Any) -> type[forms.ModelForm]:
+    """``form`` refusing to add a group or permission that carries a permission ``editor``
+    does not hold (fields ``groups``, ``user_permissions``, ``permissions``, where present)."""
+
+    class GrantGuardForm(form):  # type: ignore[valid-type,misc]
+        def clean(self) -> dict[str, Any] | None:
+            cleaned = super().clean()
+            for name in ("user_permissions", "permissions"):
+                missing = permissions_not_held(editor, _added(self, name))
+                if missing:
+                    self.add_error(
+                        name, "You cannot grant what you do not hold: " + ", ".join(missing)
+                    )
+            groups = _added(self, "groups")
+            if groups:
+                carried = Permission.objects.filter(group__in=groups).select_related("content_type")
+                missing = permissions_not_held(editor, carried)
+                if missing:
+                    self.add_error(
+                        "groups",
+                        "You cannot grant what you do not hold: these groups carry "
+                        + ", ".join(missing),
+                    )
+            return cleaned
+
+    return GrantGuardForm
+
+
 class PortalUserAdmin(UserAdmin):
     list_display = (
         "username",
@@ -35,6 +103,40 @@ class PortalUserAdmin(UserAdmin):
         "last_login",
     )
     actions = ["reset_second_factor"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not request.user.is_superuser:
+            # Staff status opens the admin; superuser status is every permission at once.
+            fields += ["is_staff", "is_superuser"]
+        return fields
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return form if obj is None else _grant_guard(form, request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and outranks(obj, request.user):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and outranks(obj, request.user):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        # The list's "delete" action asks has_delete_permission without an object.
+        kept = [user.pk for user in queryset if outranks(user, request.user)]
+        if kept:
+            self.message_user(
+                request,
+                f"{len(kept)} account(s) hold more than you do and were kept.",
+                messages.WARNING,
+            )
+        super().delete_queryset(request, queryset.exclude(pk__in=kept))
 
     @admin.display(boolean=True, description="second factor")
     def has_second_factor(self, user: object) -> bool:
@@ -53,6 +155,23 @@ class PortalUserAdmin(UserAdmin):
                 request, "Only a superuser can reset a superuser's second factor.", messages.ERROR
             )
             return
+        if any(outranks(user, request.user) for user in queryset):
+            self.message_user(
+                request,
+                "You cannot reset the second factor of an account that holds permissions you "
+                "do not hold.",
+                messages.ERROR,
+            )
+            return
+        if queryset.filter(pk=request.user.pk).exists():
+            # The reset ends the account's browser sessions, this request's among them; a
+            # person resets their own second factor from their account page.
+            self.message_user(
+                request,
+                "You cannot reset your own second factor here: another staff member can.",
+                messages.ERROR,
+            )
+            return
         for user in queryset:
             second_factor_reset_by_staff(
                 user=user,
@@ -66,8 +185,18 @@ class PortalUserAdmin(UserAdmin):
         )
 
 
+class PortalGroupAdmin(GroupAdmin):
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        return _grant_guard(super().get_form(request, obj, change=change, **kwargs), request.user)
+
+
 admin.site.unregister(User)
 admin.site.register(User, PortalUserAdmin)
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)
+admin.site.register(Group, PortalGroupAdmin)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

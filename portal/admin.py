@@ -10,9 +10,26 @@ from portal.tokens import token_revoke
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "user", "name", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "prefix",
+        "user",
+        "name",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     search_fields = ["user__username", "prefix", "name"]
-    readonly_fields = ["user", "prefix", "name", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = [
+        "user",
+        "prefix",
+        "name",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_because",
+    ]
     exclude = ["digest"]
     actions = ["revoke"]
 
@@ -20,7 +37,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
         # Tokens are issued with `manage.py issue_token`, which shows the secret once.
         return False
 
-    @admin.action(description="Revoke the selected tokens")
+    # Revoking ends the token's use as surely as deleting it: the same permission.
+    @admin.action(description="Revoke the selected tokens", permissions=["delete"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         for token in queryset:
-            token_revoke(token)
+            token_revoke(token, because=ApiToken.RevokedBecause.STAFF)

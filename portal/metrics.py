@@ -13,8 +13,10 @@ for ``histogram_quantile`` on their current values, not for ``rate``. Storage re
 suspensions are all-time counters.
 
 Access: the socket's peer address in ``METRICS_ALLOWED_ADDRESSES`` (a scraper inside the
-network), or a staff member's portal token (``Authorization: Bearer jlp_…``) who passes the
-access policy. Never a redirect: 401 without credentials, 403 otherwise.
+network; none by default, since the machine's own address would let every local process in),
+or the portal token (``Authorization: Bearer jlp_…``) of a staff member with the
+``sessions_app.view_metrics`` permission who passes the access policy. Never a redirect: 401
+without credentials, 403 otherwise.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ WAITING = Q(state=State.QUEUED, admitted_at__isnull=True)
 # further on, as sessions_app.selectors.queue_holdings counts it.
 HOLDING = Q(state__in=HOLDING_STATES) | Q(state=State.QUEUED, admitted_at__isnull=False)
 
+# Session's Meta: the figures describe every user's sessions.
+VIEW_METRICS_PERMISSION = "sessions_app.view_metrics"
+
 # The number of database queries one scrape makes (the tests hold the collector to it).
 QUERIES = 7
 
@@ -116,6 +121,8 @@ def metrics_refusal(request: HttpRequest) -> HttpResponse | None:
         return _refused(401, "Invalid or revoked token.")
     if not token.user.is_staff:
         return _refused(403, "Metrics are for the operator's staff.")
+    if not token.user.has_perm(VIEW_METRICS_PERMISSION):
+        return _refused(403, f"Metrics need the permission '{VIEW_METRICS_PERMISSION}'.")
     refusal = access_refusal(token.user)
     if refusal is not None:
         return _refused(403, refusal.message)

@@ -26,6 +26,10 @@ from sessions_app.selectors import queue_overview
 from sessions_app.services import session_request_stop
 from sessions_app.usage import DEFAULT_DAYS, usage_range, usage_report
 
+# What of a session's spawner state the admin shows: where the server runs, never how to reach
+# it (the state's ``token``, ``url`` and socket are the server's credentials and address).
+BACK_END_SHOWN = ("backend", "namespace", "pod", "pid", "uid", "cgroup", "memory_mb")
+
 
 class EnvironmentOptionInline(admin.TabularInline):
     model = EnvironmentOption
@@ -78,6 +82,8 @@ class SessionAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["user", "environment"]
     actions = ["stop_sessions"]
+    # Everything the page shows, read-only. Never ``url`` or ``spawner_state``: they carry the
+    # server's Jupyter token; ``back_end`` shows what of the state is safe to read.
     readonly_fields = [
         "id",
         "user",
@@ -87,19 +93,46 @@ class SessionAdmin(admin.ModelAdmin):
         "reason",
         "message",
         "created_at",
+        "admitted_at",
+        "queue_boost",
+        "start_requested_at",
         "started_at",
         "expires_at",
         "ended_at",
         "updated_at",
-        "spawner_state",
+        "spawn_owner",
+        "back_end",
+        "library_status",
     ]
-    exclude = ["url"]
+    fields = tuple(readonly_fields)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Sessions are created by launching, never by hand.
         return False
 
-    @admin.action(description="Stop the selected sessions")
+    def has_delete_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
+        # Sessions are records (usage and metrics count them); deleting an active one would
+        # also free its share of the pool while its server still runs. Staff stop sessions.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
+        # ``change_session`` lets staff stop sessions and move or remove them in the queue,
+        # through the services that keep the pool's admission honest; a session's row itself
+        # is never edited by hand (an edited ``admitted_at`` or ``queue_boost`` would start a
+        # session beyond the free capacity or jump the queue past the queue's bounds).
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    @admin.display(description="back-end")
+    def back_end(self, session: Session) -> str:
+        state = session.spawner_state if isinstance(session.spawner_state, dict) else {}
+        shown = [
+            f"{key}: {state[key]}" for key in BACK_END_SHOWN if state.get(key) not in (None, "")
+        ]
+        return ", ".join(shown) or "—"
+
+    @admin.action(description="Stop the selected sessions", permissions=["change"])
     def stop_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
         stopped = sum(
             session_request_stop(str(pk), Session.Reason.STAFF_STOPPED)

@@ -213,6 +213,9 @@ class Session(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["state", "created_at"], name="session_state_created")]
+        # /metrics (portal/metrics.py) describes every session at once: the Session model
+        # holds its permission, as no model stands for the figures themselves.
+        permissions = [("view_metrics", "Can read the Prometheus metrics")]
 
     def __str__(self) -> str:
         return f"{self.user} / {self.environment.slug} ({self.state})"

@@ -17,6 +17,10 @@ from storage_app.services import (
     storage_scan_user,
 )
 
+# Running a cleanup now deletes files and counts toward a suspension by rule: its own
+# permission (StorageAccount's Meta), beyond changing the account.
+RUN_CLEANUP_PERMISSION = "storage_app.run_cleanup"
+
 
 class _ReadOnly(admin.ModelAdmin):
     """Records of what cleanups did: never added, edited or deleted by hand."""
@@ -129,7 +133,12 @@ class StorageAccountAdmin(admin.ModelAdmin):
         times = [t for t in (account.private_measured_at, account.scratch_measured_at) if t]
         return max(times) if times else None
 
-    @admin.action(description="Scan now")
+    def has_run_cleanup_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RUN_CLEANUP_PERMISSION)
+
+    # A scan deletes nothing, but it rewrites the account's measured usage, which the quotas
+    # and the retention rules act on: changing the account.
+    @admin.action(description="Scan now", permissions=["change"])
     def scan_now(self, request: HttpRequest, queryset: QuerySet[StorageAccount]) -> None:
         for account in queryset.select_related("user"):
             usage = storage_scan_user(account.user)
@@ -147,7 +156,7 @@ class StorageAccountAdmin(admin.ModelAdmin):
                 messages.SUCCESS,
             )
 
-    @admin.action(description="Run scratch cleanup now")
+    @admin.action(description="Run scratch cleanup now", permissions=["run_cleanup"])
     def cleanup_now(self, request: HttpRequest, queryset: QuerySet[StorageAccount]) -> None:
         for account in queryset.select_related("user"):
             try:

@@ -81,6 +81,9 @@ class StorageAccount(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["delete_after"], name="storage_account_deadline")]
+        # Beyond the model's own: a cleanup deletes the user's files and counts toward a
+        # suspension by rule, so it is not part of changing the account.
+        permissions = [("run_cleanup", "Can run a scratch cleanup now")]
 
     def __str__(self) -> str:
         return f"storage of {self.user}"

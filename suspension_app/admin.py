@@ -41,6 +41,9 @@ class SuspendForm(forms.ModelForm):
         user = self.cleaned_data["user"]
         if self.staff_member is not None and user.pk == self.staff_member.pk:
             raise ValidationError("You cannot suspend yourself.")
+        if user.is_superuser and not getattr(self.staff_member, "is_superuser", False):
+            # A suspended superuser cannot reach the admin: only a peer may lock them out.
+            raise ValidationError("Only a superuser can suspend a superuser.")
         active = suspension_active_for(user)
         if active is not None:
             raise ValidationError(

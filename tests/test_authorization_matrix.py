@@ -4,14 +4,15 @@ The routes come from the URL configuration itself, so a new endpoint without a r
 ``tests/matrix_rules.py`` fails ``test_every_route_has_a_rule``. Each rule is then requested
 as each actor (``test_route_answers_actor_as_the_policy_says``), in its own database
 transaction. No Celery worker runs and no server starts: launches either stop at the guard, at
-the terms, or at an unknown environment.
+the terms, or at an unknown environment. The staff roles' rules for the admin's actions and
+forms (``tests/matrix_staff.py``) also read back whether the change was made.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +21,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -37,11 +38,14 @@ from tests.matrix_rules import (
     ADMIN_PATTERN_EXPECT,
     ANON,
     EXCLUDED,
+    FORBIDDEN,
     KNOWN_BUGS,
+    OK,
     OTHERS,
     OUTSIDER,
     RULES,
     STAFF,
+    STAFF_ROLES,
     SUSPENDED,
     SUSPENSION_REASON,
     TERMS,
@@ -49,7 +53,9 @@ from tests.matrix_rules import (
     Expect,
     Rule,
     World,
+    role_holds,
 )
+from tests.matrix_staff import STAFF_RULES
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -88,15 +94,23 @@ def _covered_by_admin_pattern(key: str) -> bool:
 
 
 def admin_changelist_rules() -> list[Rule]:
-    """Every model registered with the admin: its list is requested too."""
-    names = sorted(
-        f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist"
-        for model in admin.site._registry
-    )
-    return [Rule(name, "GET", ADMIN_PATTERN_EXPECT) for name in names]
+    """Every model registered with the admin: its list is requested too. A staff role sees
+    it with the model's view or change permission."""
+    rules = []
+    for app_label, model_name in sorted(
+        (model._meta.app_label, model._meta.model_name) for model in admin.site._registry
+    ):
+        perms = (f"{app_label}.view_{model_name}", f"{app_label}.change_{model_name}")
+        roles = {
+            role: OK if any(role_holds(role, perm) for perm in perms) else FORBIDDEN
+            for role in STAFF_ROLES
+        }
+        name = f"admin:{app_label}_{model_name}_changelist"
+        rules.append(Rule(name, "GET", {**ADMIN_PATTERN_EXPECT, **roles}))
+    return rules
 
 
-ALL_RULES = [*RULES, *admin_changelist_rules()]
+ALL_RULES = [*RULES, *STAFF_RULES, *admin_changelist_rules()]
 
 
 def test_every_route_has_a_rule() -> None:
@@ -181,6 +195,17 @@ def _build_world(request: pytest.FixtureRequest, actor: str, client: Client) -> 
         user = staff
         _accept(staff, terms)
         login_verified(client, staff)
+    elif actor in STAFF_ROLES:
+        user = get_user_model().objects.create_user(
+            actor, email=f"{actor}@example.org", is_staff=True
+        )
+        user.user_permissions.set(
+            perm
+            for perm in Permission.objects.select_related("content_type")
+            if role_holds(actor, f"{perm.content_type.app_label}.{perm.codename}")
+        )
+        _accept(user, terms)
+        login_verified(client, user)
     else:  # pragma: no cover - a typo in ACTORS
         raise AssertionError(actor)
     if user is not None:
@@ -203,15 +228,17 @@ def _build_world(request: pytest.FixtureRequest, actor: str, client: Client) -> 
 # --- The request and its check ----------------------------------------------------------------
 
 
-def _send(client: Client, method: str, url: str, data: Any) -> Response:
+def _send(client: Client, method: str, url: str, data: Any, headers: Mapping[str, str]) -> Response:
     if url.startswith("/api/"):
         body = json.dumps(data) if data is not None else None
-        return client.generic(method, url, body or "", content_type="application/json")
+        return client.generic(
+            method, url, body or "", content_type="application/json", headers=headers
+        )
     if method == "GET":
-        return client.get(url)
+        return client.get(url, headers=headers)
     if method == "POST":
-        return client.post(url, data or {})
-    return client.generic(method, url)
+        return client.post(url, data or {}, headers=headers)
+    return client.generic(method, url, headers=headers)
 
 
 async def _streamed(response: Any) -> bytes:
@@ -253,6 +280,18 @@ def _check(response: Response, expect: Expect, url: str, client: Client, where: 
         _check(client.get(response["Location"]), expect.then, response["Location"], client, where)
 
 
+def _check_rule(rule: Rule, world: World, response: Response, expect: Expect, where: str) -> None:
+    """What the rule says of every answer: no secret shown, the change made or not."""
+    if rule.secret is not None:
+        assert rule.secret(world) not in _text(response), f"{where}: shows {rule.secret(world)!r}"
+    if rule.effect is not None:
+        done = rule.effect(world)
+        assert done == expect.effect, (
+            f"{where}: the change was {'made' if done else 'not made'} "
+            f"({response.status_code} {_text(response)[:200]!r})"
+        )
+
+
 def _check_others_untouched(world: World, response: Response, where: str) -> None:
     token: ApiToken = world.planted["token"]
     session: Session = world.planted["session"]
@@ -268,7 +307,7 @@ def _check_others_untouched(world: World, response: Response, where: str) -> Non
 def _cases() -> Iterator[Any]:
     for rule in ALL_RULES:
         for actor in ACTORS:
-            case_id = f"{rule.route} {rule.method} {actor}"
+            case_id = " ".join(filter(None, (rule.route, rule.method, rule.case, actor)))
             bug = KNOWN_BUGS.get((rule.route, rule.method, actor))
             marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
             yield pytest.param(rule, actor, id=case_id, marks=marks)
@@ -283,12 +322,14 @@ def test_route_answers_actor_as_the_policy_says(
     world = _build_world(request, actor, client)
     url = rule.build_url(world)
     expect = rule.expect[actor]
-    data = expect.data if expect.data is not None else rule.data
-    where = f"{rule.method} {url} as {actor}"
+    data = expect.data if expect.data is not None else rule.build_data(world)
+    headers = rule.headers(world) if rule.headers is not None else {}
+    where = f"{rule.method} {url} {rule.case} as {actor}"
 
-    response = _send(client, rule.method, url, data)
+    response = _send(client, rule.method, url, data, headers)
 
     _check(response, expect, url, client, where)
+    _check_rule(rule, world, response, expect, where)
     if actor == OTHERS:
         _check_others_untouched(world, response, where)
 

@@ -14,7 +14,7 @@ import pytest
 import time_machine
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -414,6 +414,34 @@ def test_a_token_of_someone_not_staff_is_403(client: Client, owner: User) -> Non
     assert b"staff" in response.content
 
 
+def _staff_member(*codenames: str) -> User:
+    """A staff member (not a superuser) holding only these permissions of sessions_app."""
+    member = get_user_model().objects.create_user("operator", is_staff=True)
+    member.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="sessions_app", codename__in=codenames)
+    )
+    return member
+
+
+def test_a_staff_token_without_the_metrics_permission_is_403(client: Client) -> None:
+    # Given a staff member who may see and stop every session, but not read the metrics
+    member = _staff_member("view_session", "change_session")
+
+    response = client.get("/metrics", **_bearer(token_issue(user=member)))
+
+    assert response.status_code == 403
+    assert b"sessions_app.view_metrics" in response.content
+    assert b"portal_" not in response.content
+
+
+def test_the_metrics_permission_alone_lets_a_staff_token_read_them(client: Client) -> None:
+    member = _staff_member("view_metrics")
+
+    result = scrape(client, **_bearer(token_issue(user=member)))
+
+    assert set(result.families) == set(FAMILIES)
+
+
 def test_a_suspended_staff_member_is_403(client: Client, staff: User) -> None:
     raw = token_issue(user=staff)
     duty = get_user_model().objects.create_user("duty-officer", is_staff=True)
@@ -456,6 +484,28 @@ def test_a_staff_browser_session_is_not_a_credential(client: Client, staff: User
 
 def test_metrics_take_no_writes(client: Client) -> None:
     assert client.post("/metrics").status_code == 405
+
+
+def test_no_address_is_allowed_unless_configured(tmp_path: Path) -> None:
+    # The loopback address would let every process on the machine read them: a session's
+    # server under the local back-end, any other account.
+    env = {key: value for key, value in os.environ.items() if key != "METRICS_ALLOWED_ADDRESSES"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.METRICS_ALLOWED_ADDRESSES)",
+        ],
+        cwd=django_settings.BASE_DIR,
+        env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings", "PORTAL_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_bad_allowed_address_stops_the_start(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ from typing import cast
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,8 +23,20 @@ from portal.models import ApiToken
 from portal.tokens import token_create, token_revoke, tokens_live_for
 
 
+@extend_schema_view(
+    get=extend_schema(
+        responses={
+            200: ApiTokenSerializer(many=True),
+            400: OpenApiResponse(
+                ApiErrorSerializer, description="``invalid``: a ``page_size`` out of range."
+            ),
+            404: OpenApiResponse(ApiErrorSerializer, description="``not_found``: no such page."),
+        }
+    )
+)
 class TokenListView(generics.ListAPIView[ApiToken]):
-    """The caller's live tokens (never the tokens themselves); POST makes a new one."""
+    """The caller's live tokens (never the tokens themselves), paginated; POST makes a new
+    one."""
 
     serializer_class = ApiTokenSerializer
     permission_classes = [PortalAccess, BrowserSessionOnly]
@@ -40,15 +53,19 @@ class TokenListView(generics.ListAPIView[ApiToken]):
         },
     )
     def post(self, request: Request) -> Response:
-        """201 with the token, shown once. Only a browser session that passed the second
+        """201 with the token, shown once, and when it expires (``lifetime_days`` after now;
+        the deployment's default unless given). Only a browser session that passed the second
         factor may do this (403 ``session_required`` with a token)."""
         body = ApiTokenCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         raw, token = token_create(
-            user=cast(AbstractBaseUser, request.user), name=body.validated_data["name"]
+            user=cast(AbstractBaseUser, request.user),
+            name=body.validated_data["name"],
+            days=body.validated_data["lifetime_days"],
         )
         data = {**ApiTokenSerializer(token).data, "token": raw}
-        return Response(data, status=status.HTTP_201_CREATED)
+        location = request.build_absolute_uri(reverse("api-token", args=[token.pk]))
+        return Response(data, status=status.HTTP_201_CREATED, headers={"Location": location})
 
 
 class TokenDetailView(generics.GenericAPIView[ApiToken]):

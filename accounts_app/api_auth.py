@@ -1,7 +1,8 @@
 """DRF authentication with the identity provider's access tokens.
 
-A token counts only when the provider says the person used a second factor (``amr``/``acr``
-in its userinfo answer): an API call must not skip the second factor the pages ask for.
+A token counts only when it was issued to the portal (its audience: ``oidc_audience.py``) and
+the provider says the person used a second factor (``amr``/``acr`` in its userinfo answer): an
+API call must not skip the second factor the pages ask for.
 
 Whom a token is for is remembered for OIDC_BEARER_CACHE_SECONDS (by its SHA-256 digest): the
 provider round trip and the claims update cost more than the rest of a request
@@ -24,6 +25,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from accounts_app.oidc import PortalOidcBackend, SignInRefused, mfa_asserted, user_for_claims
+from accounts_app.oidc_audience import AudienceRefused, access_token_audience_check
 from accounts_app.policy import oidc_enabled
 from portal.api_errors import ApiError
 from portal.tokens import TOKEN_PREFIX
@@ -76,10 +78,14 @@ class OidcBearerAuthentication(authentication.BaseAuthentication):
         return user, OidcAccessToken(raw)
 
     def _user_from_provider(self, raw: str) -> Any:
-        """Ask the provider's userinfo endpoint who the token is for, then apply the
-        multi-factor requirement, the claims mapping and the access policy."""
+        """Check that the token was issued to the portal (``oidc_audience``), ask the
+        provider's userinfo endpoint who it is for, then apply the multi-factor requirement,
+        the claims mapping and the access policy."""
         try:
+            access_token_audience_check(raw)
             claims = PortalOidcBackend().get_userinfo(raw, None, None)
+        except AudienceRefused as exc:
+            raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from None
         except requests.HTTPError as exc:
             if exc.response is not None and exc.response.status_code in (400, 401, 403):
                 raise exceptions.AuthenticationFailed(

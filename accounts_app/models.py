@@ -73,3 +73,31 @@ class SecondFactorReset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.get_method_display()} at {self.reset_at:%Y-%m-%d %H:%M}"
+
+
+class SignInFailures(models.Model):
+    """Recent wrong passwords for one account name (as typed, hashed) or one client address,
+    and until when the next attempt from it waits (``accounts_app/sign_in_throttle.py``)."""
+
+    class Scope(models.TextChoices):
+        ACCOUNT = "account", "account name"
+        ADDRESS = "address", "client address"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    key = models.CharField(
+        max_length=64, help_text="SHA-256 of the account name as typed, or the address."
+    )
+    failures = models.PositiveIntegerField(default=0)
+    last_failure_at = models.DateTimeField()
+    locked_until = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "sign-in failures"
+        verbose_name_plural = "sign-in failures"
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key"], name="sign_in_failures_unique_key")
+        ]
+        indexes = [models.Index(fields=["last_failure_at"], name="sign_in_failures_last")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key[:12]}: {self.failures} until {self.locked_until:%H:%M:%S}"

@@ -21,7 +21,9 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts_app.browser_sessions import user_sessions_end
 from accounts_app.models import SecondFactorEstablished, SecondFactorReset
+from portal.tokens import RevokedBecause, tokens_revoke_all
 
 SESSION_KEY = "portal_second_factor"
 DEVICE_NAME = "Authenticator app"
@@ -67,6 +69,15 @@ def second_factor_enrolment_open(user: AbstractBaseUser) -> bool:
     passed a second factor here, or after a reset (a backup code or staff). Otherwise whoever
     holds just the first factor could enrol their own device."""
     return not SecondFactorEstablished.objects.filter(user_id=user.pk).exists()
+
+
+def second_factor_confirmed(user: AbstractBaseUser) -> bool:
+    """Whether ``user`` has a second factor here: a confirmed authenticator, or a second
+    factor passed since the last reset (the provider's multi-factor claim counts)."""
+    return (
+        totp_device_confirmed(user) is not None
+        or SecondFactorEstablished.objects.filter(user_id=user.pk).exists()
+    )
 
 
 def second_factor_method(request: HttpRequest) -> str:
@@ -214,9 +225,15 @@ def second_factor_reset_with_backup_code(user: AbstractBaseUser, code: str) -> N
 def second_factor_reset_by_staff(
     *, user: AbstractBaseUser, reset_by: AbstractBaseUser, note: str = ""
 ) -> SecondFactorReset:
-    """Staff remove a user's second factor; the user sets up a new one at the next sign-in."""
+    """Staff remove a user's second factor; the user sets up a new one at the next sign-in.
+
+    Whatever the old second factor let in goes with it: the user's API tokens are revoked and
+    their browser sessions end (they sign in again, password and new authenticator).
+    """
     with transaction.atomic():
         _remove_devices(user)
+        tokens_revoke_all(user, RevokedBecause.SECOND_FACTOR_RESET)
+        user_sessions_end(user)
         return SecondFactorReset.objects.create(
             user_id=user.pk,
             method=SecondFactorReset.Method.STAFF,

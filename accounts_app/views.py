@@ -35,6 +35,12 @@ from accounts_app.second_factor import (
     totp_device_confirmed,
     totp_enrolment,
 )
+from accounts_app.sign_in_throttle import (
+    SignInThrottled,
+    sign_in_attempt_begin,
+    sign_in_attempt_succeeded,
+)
+from portal.client_ip import client_ip
 from portal.tokens import token_issue, token_revoke, tokens_live_for
 
 LOCAL_LOGIN_OFF = "Signing in with a password is turned off here: use the button above."
@@ -82,11 +88,31 @@ def login_view(request: HttpRequest) -> HttpResponse:
         return _login_page(request, form)
     if not local_login_enabled():
         return _login_page(request, None, status=403, error=LOCAL_LOGIN_OFF)
+    username, password = request.POST.get("username", ""), request.POST.get("password", "")
+    attempt = None
+    if username and password:  # the form checks a password only when both are there
+        try:
+            attempt = sign_in_attempt_begin(username, client_ip(request))
+        except SignInThrottled as exc:
+            return _throttled_login_page(request, exc.wait_seconds)
     form = AuthenticationForm(request, data=request.POST)
     if not form.is_valid():
         return _login_page(request, form)
+    if attempt is not None:
+        sign_in_attempt_succeeded(attempt)
     auth.login(request, form.get_user(), backend="django.contrib.auth.backends.ModelBackend")
     return _with_next("second-factor", _next_url(request))
+
+
+def _throttled_login_page(request: HttpRequest, wait_seconds: int) -> HttpResponse:
+    error = (
+        f"Too many wrong passwords for this account or from your address: wait {wait_seconds} "
+        "seconds before trying again."
+    )
+    form = AuthenticationForm(request, initial={"username": request.POST.get("username", "")})
+    response = _login_page(request, form, status=429, error=error)
+    response["Retry-After"] = str(wait_seconds)
+    return response
 
 
 @public_view
@@ -233,12 +259,17 @@ def account(request: HttpRequest) -> HttpResponse:
     return _account_page(request)
 
 
+@never_cache  # the page shows the new token
 @require_POST
 def token_create(request: HttpRequest) -> HttpResponse:
     form = TokenCreateForm(request.POST)
     if not form.is_valid():
         return _account_page(request, token_form=form, status=400)
-    raw = token_issue(user=_user(request), name=form.cleaned_data["name"])
+    raw = token_issue(
+        user=_user(request),
+        name=form.cleaned_data["name"],
+        days=form.cleaned_data["lifetime_days"],
+    )
     return _account_page(request, new_token=raw)
 
 
@@ -252,6 +283,7 @@ def token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
     return redirect("account")
 
 
+@never_cache  # the page shows the codes
 @require_POST
 def backup_codes_new(request: HttpRequest) -> HttpResponse:
     codes = backup_codes_renew(_user(request))

@@ -288,7 +288,7 @@ class Bench:
             # Members of the access group, not staff: the policy check asks the database.
             user = User.objects.create_user(username=f"bench-token-{i}")
             user.groups.add(group)
-            tokens.append(manage(self.env, "issue_token", user.username).strip())
+            tokens.append(manage(self.env, "issue_token", user.username, "--force").strip())
         password = secrets.token_urlsafe(16)
         access_tokens = []
         for i in range(CLIENTS):

@@ -9,7 +9,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from portal.tokens import TOKEN_PREFIX, token_resolve
+from portal.tokens import TOKEN_PREFIX, TokenRefused, token_authenticate
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -32,8 +32,12 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if not raw.startswith(TOKEN_PREFIX):
             # Not one of ours: perhaps the identity provider's access token (next class).
             return None
-        token = token_resolve(raw)
-        if token is None or not token.user.is_active:
+        try:
+            token = token_authenticate(raw)
+        except TokenRefused as exc:
+            # 401 with the code: ``token_expired`` tells a script's author what to do.
+            raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from None
+        if not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         return token.user, token
 

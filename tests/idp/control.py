@@ -24,7 +24,8 @@ from oidc_provider.models import Client, ResponseType
 from tests.idp import CONTROL_SECRET_HEADER
 from tests.idp.claims import MFA_GROUP
 
-CLIENT_SCOPES = ("openid", "email", "profile", "groups")
+# token_introspection: the client may ask the introspection endpoint about access tokens.
+CLIENT_SCOPES = ("openid", "email", "profile", "groups", "token_introspection")
 
 JsonView = Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -68,6 +68,7 @@ class OidcProvider:
     userinfo_endpoint: str
     jwks_endpoint: str
     end_session_endpoint: str
+    introspection_endpoint: str
     control_secret: str = field(repr=False)
     redirect_uris: list[str] = field(default_factory=list)
     post_logout_redirect_uris: list[str] = field(default_factory=list)
@@ -92,6 +93,7 @@ class OidcProvider:
             userinfo_endpoint=document["userinfo_endpoint"],
             jwks_endpoint=document["jwks_uri"],
             end_session_endpoint=document["end_session_endpoint"],
+            introspection_endpoint=document["introspection_endpoint"],
             control_secret=control_secret,
         )
 
@@ -115,6 +117,19 @@ class OidcProvider:
                 "client_secret": self.client_secret,
                 "redirect_uris": self.redirect_uris,
                 "post_logout_redirect_uris": self.post_logout_redirect_uris,
+            },
+        )
+
+    def add_other_client(self, client_id: str, client_secret: str) -> None:
+        """Register another application of this provider (no redirect URIs: it only uses
+        the password grant), whose access tokens are not meant for the portal."""
+        self._control(
+            "/_control/client/",
+            {
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "redirect_uris": [],
+                "post_logout_redirect_uris": [],
             },
         )
 
@@ -158,11 +173,19 @@ class OidcProvider:
         )
         self.register_client()
 
-    def password_grant(self, username: str, password: str, scope: str = SCOPES) -> dict[str, Any]:
-        """Tokens for a user without a browser (the resource owner password grant).
+    def password_grant(
+        self,
+        username: str,
+        password: str,
+        scope: str = SCOPES,
+        client: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Tokens for a user without a browser (the resource owner password grant), issued to
+        the portal's client or to ``client`` (id, secret: see ``add_other_client``).
 
         Raises ``requests.HTTPError`` when the provider refuses, e.g. a wrong password (403).
         """
+        client_id, client_secret = client or (self.client_id, self.client_secret)
         response = requests.post(
             self.token_endpoint,
             data={
@@ -170,8 +193,8 @@ class OidcProvider:
                 "username": username,
                 "password": password,
                 "scope": scope,
-                "client_id": self.client_id,
-                "client_secret": self.client_secret,
+                "client_id": client_id,
+                "client_secret": client_secret,
             },
             timeout=HTTP_TIMEOUT,
         )
@@ -200,6 +223,7 @@ class OidcProvider:
             "OIDC_OP_USER_ENDPOINT": self.userinfo_endpoint,
             "OIDC_OP_JWKS_ENDPOINT": self.jwks_endpoint,
             "OIDC_OP_LOGOUT_ENDPOINT": self.end_session_endpoint,
+            "OIDC_OP_INTROSPECTION_ENDPOINT": self.introspection_endpoint,
             "OIDC_RP_SIGN_ALGO": "RS256",
             "OIDC_RP_SCOPES": SCOPES,
         }

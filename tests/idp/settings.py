@@ -88,6 +88,10 @@ OIDC_EXTRA_SCOPE_CLAIMS = "tests.idp.claims.PortalScopeClaims"
 OIDC_USERINFO = "tests.idp.claims.userinfo"
 OIDC_IDTOKEN_PROCESSING_HOOK = "tests.idp.claims.add_authentication_methods"
 OIDC_GRANT_TYPE_PASSWORD_ENABLE = True
+# Introspection answers any registered client that has the introspection scope, about any
+# token, with the token's own audience: the portal must be told about tokens issued to other
+# applications to refuse them (tests/accounts_app/test_oidc_audience.py).
+OIDC_INTROSPECTION_VALIDATE_AUDIENCE_SCOPE = False
 
 LOGGING = {
     "version": 1,

@@ -73,7 +73,7 @@ def test_make_run_serves_a_working_portal_on_the_embedded_default(portal: dict[s
     assert f"The portal runs at {portal['base']}/" in portal["banner"]
     assert "Log in as 'admin'" in portal["banner"]
     token = subprocess.run(
-        [sys.executable, "manage.py", "issue_token", "admin"],
+        [sys.executable, "manage.py", "issue_token", "admin", "--force"],
         cwd=settings.BASE_DIR,
         env=portal["env"],
         capture_output=True,

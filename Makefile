@@ -19,7 +19,8 @@ $(BIN)/.native: storage_app/_fs_scan_native.c setup.py $(BIN)/.runtime
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@
 
-$(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
+# client/pyproject.toml: requirements-dev.txt installs the client (jlp) from there.
+$(BIN)/.dev: requirements.txt requirements-dev.txt client/pyproject.toml $(BIN)/.runtime
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 

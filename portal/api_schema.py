@@ -1,4 +1,5 @@
-"""The OpenAPI document, behind the same guard as the API, with JSON errors."""
+"""The OpenAPI document, behind the same guard as the API, with JSON errors. What it says
+beside each view's own answers: ``portal.api_openapi``."""
 
 from __future__ import annotations
 

@@ -62,6 +62,11 @@ TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 0, minimum=0)
 WEB_THREADS = env_int("WEB_THREADS", 8, minimum=1)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# With secure cookies the portal is served over HTTPS: browsers are told to keep to it
+# (Strict-Transport-Security, sent on HTTPS answers only) for HSTS_SECONDS; 0: no header.
+SECURE_HSTS_SECONDS = env_int(
+    "HSTS_SECONDS", 365 * 24 * 3600 if SESSION_COOKIE_SECURE else 0, minimum=0
+)
 
 INSTALLED_APPS = [
     # The admin site, with the portal's access rules (staff, second factor, not suspended).
@@ -86,6 +91,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every answer (CONTENT_SECURITY_POLICY below, portal/csp.py).
+    "portal.csp.PortalCSPMiddleware",
+    # Cache-Control: no-store on the API answers that carry a secret (portal/no_store.py).
+    "portal.no_store.no_store_middleware",
+    # Every answer under /api/ is JSON {detail, code}; NUL in its query strings is refused
+    # (portal/api_middleware.py).
+    "portal.api_middleware.ApiMiddleware",
     # A view that meets a database (or cache) outage answers 503, not 500 (portal/outage.py).
     "portal.outage.OutageMiddleware",
     # WhiteNoise's, async-capable (portal/static_files.py).
@@ -180,6 +192,8 @@ AUTHENTICATION_BACKENDS = [
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    # Not a check: Django's hook for a changed password, which revokes the API tokens.
+    {"NAME": "accounts_app.password_change.RevokeApiTokensOnPasswordChange"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "launcher"
@@ -197,6 +211,10 @@ OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT")
 OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT")
 OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT")
 OIDC_OP_LOGOUT_ENDPOINT = env_str("OIDC_OP_LOGOUT_ENDPOINT")
+# Token introspection (RFC 7662): how the API learns whom an opaque access token was issued to
+# (accounts_app/oidc_audience.py). Unset, only JWT access tokens whose aud/azp name
+# OIDC_RP_CLIENT_ID are accepted.
+OIDC_OP_INTROSPECTION_ENDPOINT = env_str("OIDC_OP_INTROSPECTION_ENDPOINT")
 OIDC_RP_SIGN_ALGO = env_choice("OIDC_RP_SIGN_ALGO", "rs256", ("rs256", "es256", "hs256")).upper()
 OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile groups")
 OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "your organisation's account")
@@ -228,6 +246,42 @@ OIDC_MFA_ACR_VALUES = env_list("OIDC_MFA_ACR_VALUES")
 LOCAL_LOGIN = env_bool("LOCAL_LOGIN", not OIDC_RP_CLIENT_ID)
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Jupyter launcher portal")
 SECOND_FACTOR_BACKUP_CODES = 10
+# Password sign-in (accounts_app/sign_in_throttle.py): after each wrong password the account
+# waits twice as long as after the one before (1 s, 2 s, 4 s, … as for second-factor codes),
+# at most SIGN_IN_MAX_WAIT_SECONDS; so does a client address once it has had
+# SIGN_IN_ADDRESS_FREE_FAILURES wrong passwords (people behind one NAT share it).
+SIGN_IN_MAX_WAIT_SECONDS = env_int("SIGN_IN_MAX_WAIT_SECONDS", 900, minimum=1)
+SIGN_IN_ADDRESS_FREE_FAILURES = env_int("SIGN_IN_ADDRESS_FREE_FAILURES", 20, minimum=0)
+# API tokens expire: API_TOKEN_DAYS after they are made unless their owner chooses a lifetime,
+# which may not exceed API_TOKEN_MAX_DAYS.
+API_TOKEN_DAYS = env_int("API_TOKEN_DAYS", 90, minimum=1)
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365, minimum=1)
+if API_TOKEN_DAYS > API_TOKEN_MAX_DAYS:
+    raise ImproperlyConfigured(
+        f"API_TOKEN_DAYS ({API_TOKEN_DAYS}) must not exceed API_TOKEN_MAX_DAYS "
+        f"({API_TOKEN_MAX_DAYS})"
+    )
+
+
+# Content-Security-Policy (django-csp; portal/csp.py): scripts, styles, images and fonts from
+# the portal only (no inline script or style: the pages keep theirs in static files; the QR code
+# and the charts are inline SVG, which needs nothing more); the session page's fetch() and event
+# stream go to the portal. Forms post to the portal; portal/csp.py adds the identity provider's
+# origins to form-action (the sign-in button and sign-out end in redirects to it).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -263,10 +317,21 @@ REST_FRAMEWORK = {
     ],
     # Signed in, second factor, access policy, not suspended: the same rules as the pages.
     "DEFAULT_PERMISSION_CLASSES": ["accounts_app.permissions.PortalAccess"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # drf-spectacular's, plus what every operation can answer (portal/api_openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "portal.api_openapi.AutoSchema",
+    # ?page= and ?page_size= (at most 100), checked: portal/pagination.py.
+    "DEFAULT_PAGINATION_CLASS": "portal.pagination.PortalPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
+    # JSON only (no browsable pages: every answer under /api/ is JSON); ?format=xml is 406.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "portal.api_errors.ContentNegotiation",
+    # NUL, lone surrogates and deep nesting refused with 400 in every body (portal/api_parser.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.api_parser.JSONParser",
+        "portal.api_parser.FormParser",
+        "portal.api_parser.MultiPartParser",
+    ],
     # Request rates per person and per address (portal/throttles.py): 429 with Retry-After.
     "DEFAULT_THROTTLE_CLASSES": ["portal.throttles.RequestRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -280,8 +345,16 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Jupyter launcher portal API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # A text field the API refuses blank is documented with minLength 1.
+    "ENFORCE_NON_BLANK_FIELDS": True,
     # The document lists staff endpoints too: the same guard as every other endpoint.
     "SERVE_PERMISSIONS": ["accounts_app.permissions.PortalAccess"],
+    # The document lists each endpoint once, with its slash (portal/urls.py), and the server.
+    "PREPROCESSING_HOOKS": ["portal.api_openapi.only_slashed_paths"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.api_openapi.add_servers",
+    ],
 }
 
 # --- Celery ---------------------------------------------------------------------------------------
@@ -378,9 +451,10 @@ CELERY_BEAT_SCHEDULE = {
 # --- Metrics ------------------------------------------------------------------------------------
 
 # /metrics (portal/metrics.py) answers requests from these addresses or networks (the socket's
-# peer, never X-Forwarded-For), and staff's portal tokens from anywhere. Never list a reverse
-# proxy's address here: every request it forwards would come from it.
-METRICS_ALLOWED_ADDRESSES = env_list("METRICS_ALLOWED_ADDRESSES", ["127.0.0.1", "::1"])
+# peer, never X-Forwarded-For), and staff's portal tokens with sessions_app.view_metrics from
+# anywhere. Never list a reverse proxy's address here: every request it forwards would come
+# from it. None by default: the loopback address would admit every process on the machine.
+METRICS_ALLOWED_ADDRESSES = env_list("METRICS_ALLOWED_ADDRESSES", [])
 for _entry in METRICS_ALLOWED_ADDRESSES:
     try:
         ipaddress.ip_network(_entry)

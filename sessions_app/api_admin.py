@@ -1,30 +1,49 @@
-"""REST API v1, staff part: the queue (``/api/v1/admin/queue/``), to watch it and to move or
-remove a waiting session. The same permissions as the admin's: ``view`` to read, ``change`` to
-move and remove."""
+"""REST API v1, staff part: sessions (``/api/v1/admin/sessions/``: list, filter, stop one), the
+queue (``/api/v1/admin/queue/``: watch it, move or remove a waiting session) and usage
+(``/api/v1/admin/usage/``). The same permissions as the admin's: the session ``view``
+permission to read, ``change`` to stop, move and remove."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
-from rest_framework.permissions import BasePermission, IsAdminUser
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, status
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts_app.permissions import PortalAccess
 from portal.api_errors import ApiError, ApiErrorSerializer
+from portal.api_staff import StaffMay
+from sessions_app import api_admin_examples as examples
+from sessions_app.models import Session
 from sessions_app.queue_changes import QueueError, queue_move, queue_remove
-from sessions_app.selectors import queue_overview
-from sessions_app.serializers import QueueMoveSerializer, QueuePlaceSerializer
+from sessions_app.selectors import queue_overview, sessions_filtered
+from sessions_app.serializers import (
+    AdminSessionQuerySerializer,
+    AdminSessionSerializer,
+    QueueMoveSerializer,
+    QueuePlaceSerializer,
+    UsageQuerySerializer,
+    UsageSerializer,
+)
+from sessions_app.staff_stop import StaffStopError, session_stop_by_staff
+from sessions_app.usage import usage_range, usage_report
 
 VIEW_PERMISSION = "sessions_app.view_session"
 CHANGE_PERMISSION = "sessions_app.change_session"
 
 _QUEUE_ERROR_STATUS = {"not_queued": status.HTTP_404_NOT_FOUND}
+_STOP_ERROR_STATUS = {
+    "session_not_found": status.HTTP_404_NOT_FOUND,
+    "session_ended": status.HTTP_409_CONFLICT,
+}
 
 
 def _staff(request: Request) -> AbstractBaseUser:
@@ -42,28 +61,120 @@ def _queue_answer() -> Response:
     return Response([QueuePlaceSerializer(place).data for place in queue_overview()])
 
 
-class CanWatchOrChangeQueue(BasePermission):
-    """The session permissions the admin asks for: ``view`` (or ``change``) to read the queue,
-    ``change`` to move or remove an entry (superusers have them all)."""
+class CanWatchOrChangeSessions(StaffMay):
+    """The session permissions the admin asks for: ``view`` (or ``change``) to read sessions,
+    the queue and usage, ``change`` to stop, move or remove (superusers have them all)."""
 
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            allowed = user.has_perm(VIEW_PERMISSION) or user.has_perm(CHANGE_PERMISSION)
-            needed = VIEW_PERMISSION
-        else:
-            allowed = user.has_perm(CHANGE_PERMISSION)
-            needed = CHANGE_PERMISSION
-        if not allowed:
+    view = VIEW_PERMISSION
+    change = CHANGE_PERMISSION
+
+
+_PERMISSIONS = [PortalAccess, IsAdminUser, CanWatchOrChangeSessions]
+
+_NEEDS_VIEW = OpenApiResponse(
+    ApiErrorSerializer,
+    description="``permission_denied``: not staff, or without the session ``view`` permission.",
+)
+_NEEDS_CHANGE = OpenApiResponse(
+    ApiErrorSerializer,
+    description="``permission_denied``: not staff, or without the session ``change`` permission.",
+)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[AdminSessionQuerySerializer],
+        responses={
+            200: AdminSessionSerializer(many=True),
+            400: OpenApiResponse(
+                ApiErrorSerializer,
+                description="``invalid``: an unknown ``state``, a blank filter, or a "
+                "``page_size`` out of range.",
+            ),
+            403: _NEEDS_VIEW,
+            404: OpenApiResponse(ApiErrorSerializer, description="``not_found``: no such page."),
+        },
+        examples=examples.SESSION_LIST,
+    )
+)
+class AdminSessionListView(generics.ListAPIView[Session]):
+    """Everyone's sessions, newest first and paginated: whose, which environment, where each
+    stands and how it ended. Filters: ``?state=``, ``?active=``, ``?user=`` (username),
+    ``?environment=`` (slug). Never a server's address or back-end state."""
+
+    permission_classes = _PERMISSIONS
+    serializer_class = AdminSessionSerializer
+
+    def get_queryset(self) -> QuerySet[Session]:
+        query = AdminSessionQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return sessions_filtered(
+            state=query.validated_data.get("state"),
+            active=query.validated_data.get("active"),
+            username=query.validated_data.get("user"),
+            environment=query.validated_data.get("environment"),
+        )
+
+
+class AdminSessionStopView(APIView):
+    """Stop one user's session."""
+
+    permission_classes = _PERMISSIONS
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: OpenApiResponse(
+                AdminSessionSerializer,
+                description="The session as it is now: ``stopped`` (a queued one ends at "
+                "once) or ``stopping`` while its server goes down; reason ``staff_stopped``.",
+            ),
+            403: _NEEDS_CHANGE,
+            404: OpenApiResponse(
+                ApiErrorSerializer, description="``session_not_found``: no such session."
+            ),
+            409: OpenApiResponse(
+                ApiErrorSerializer, description="``session_ended``: it has already ended."
+            ),
+        },
+        examples=examples.SESSION_STOP,
+    )
+    def post(self, request: Request, session_id: UUID) -> Response:
+        """Stop the session as staff (its owner sees "stopped by staff"); recorded in the
+        admin's history of the session. A session already stopping answers 202 as it is."""
+        try:
+            session = session_stop_by_staff(str(session_id), by=_staff(request))
+        except StaffStopError as exc:
             raise ApiError(
-                status.HTTP_403_FORBIDDEN,
-                f"You need the permission '{needed}' for this.",
-                "permission_denied",
-            )
-        return True
+                _STOP_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
+            ) from None
+        return Response(AdminSessionSerializer(session).data, status=status.HTTP_202_ACCEPTED)
 
 
-_PERMISSIONS = [PortalAccess, IsAdminUser, CanWatchOrChangeQueue]
+class UsageView(APIView):
+    """Usage figures: what the admin's usage page shows, as JSON."""
+
+    permission_classes = _PERMISSIONS
+
+    @extend_schema(
+        parameters=[UsageQuerySerializer],
+        responses={
+            200: UsageSerializer,
+            400: OpenApiResponse(
+                ApiErrorSerializer, description="``invalid``: ``days`` not from 1 to 92."
+            ),
+            403: _NEEDS_VIEW,
+        },
+        examples=examples.USAGE,
+    )
+    def get(self, request: Request) -> Response:
+        """Sessions started, CPU- and memory-GB-hours per UTC day and environment, queue
+        waits, failures by reason, the top users by CPU-hours and storage totals, over the
+        last ``days`` UTC days (today included)."""
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        report = usage_report(usage_range(timezone.now(), query.validated_data["days"]))
+        return Response(UsageSerializer(report).data)
 
 
 class QueueListView(APIView):
@@ -72,7 +183,15 @@ class QueueListView(APIView):
 
     permission_classes = _PERMISSIONS
 
-    @extend_schema(responses={200: QueuePlaceSerializer(many=True)})
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(
+                QueuePlaceSerializer(many=True),
+                description="The waiting sessions, first to last (an empty list: none).",
+            ),
+            403: _NEEDS_VIEW,
+        }
+    )
     def get(self, request: Request) -> Response:
         """The queue, first (position 1, the next to be admitted) to last."""
         return _queue_answer()
@@ -83,7 +202,15 @@ class QueueEntryView(APIView):
 
     permission_classes = _PERMISSIONS
 
-    @extend_schema(responses={204: None, 404: ApiErrorSerializer})
+    @extend_schema(
+        responses={
+            204: OpenApiResponse(description="Removed: it ended as stopped by staff."),
+            403: _NEEDS_CHANGE,
+            404: OpenApiResponse(
+                ApiErrorSerializer, description="``not_queued``: it is not waiting."
+            ),
+        }
+    )
     def delete(self, request: Request, session_id: UUID) -> Response:
         """Remove a session from the queue: it ends as stopped by staff (the owner sees so on
         their session page and may launch again) and those behind it move up.
@@ -105,10 +232,19 @@ class QueueMoveView(APIView):
     @extend_schema(
         request=QueueMoveSerializer,
         responses={
-            200: QueuePlaceSerializer(many=True),
-            400: ApiErrorSerializer,
-            404: ApiErrorSerializer,
+            200: OpenApiResponse(
+                QueuePlaceSerializer(many=True), description="The queue in its new order."
+            ),
+            400: OpenApiResponse(
+                ApiErrorSerializer,
+                description="``invalid``: bad ``steps``; ``boost_limit``: beyond ±100.",
+            ),
+            403: _NEEDS_CHANGE,
+            404: OpenApiResponse(
+                ApiErrorSerializer, description="``not_queued``: it is not waiting."
+            ),
         },
+        examples=examples.QUEUE_MOVE,
     )
     def post(self, request: Request, session_id: UUID) -> Response:
         """Change the session's boost by ``steps`` (each step is worth QUEUE_AGING_MINUTES of

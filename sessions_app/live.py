@@ -15,7 +15,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
@@ -37,6 +37,7 @@ from sessions_app.models import Session
 from sessions_app.selectors import (
     session_active_for,
     session_current_for,
+    session_of_user,
     session_status_payload,
 )
 from sessions_app.serializers import SessionQuerySerializer, SessionSerializer
@@ -161,7 +162,14 @@ def _state_of(session_id: str) -> str | None:
 
 
 def _answer(poll: _Poll) -> HttpResponse:
-    session = session_active_for(poll.request.user)
+    """The session the poll found, as it is now: ended while it waited included (200 with its
+    end state and reason, the contract of ``SessionView.get``), not a 404 that would leave the
+    client to guess what became of it."""
+    session = (
+        session_of_user(cast(AbstractBaseUser, poll.request.user), poll.session_id)
+        if poll.session_id is not None
+        else None
+    )
     if session is None:
         return _finish(poll.view, poll.request, exc=no_active_session())
     return _finish(poll.view, poll.request, Response(SessionSerializer(session).data))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -35,6 +36,10 @@ SECOND_FACTOR = "Finish signing in to the portal first."
 NOT_YOURS = "This is not your session, or it is not running."
 
 _ROUTE = re.compile(r"^/user/([^/?#]+)/")
+# A header value carries printable ASCII; CR or LF would end it (Django refuses to send one that
+# holds them: a 500). What else a username holds is percent-encoded, ``%`` included.
+_HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -97,21 +102,32 @@ def route_caller(request: HttpRequest) -> tuple[AbstractBaseUser | None, Verdict
 
 def without_portal_cookies(header: str) -> str:
     """The ``Cookie`` header minus the portal's session and CSRF cookies (every copy of them:
-    a user's own server could set one of the same name on its path)."""
+    a user's own server could set one of the same name on its path), and minus any cookie
+    with a control character, which no browser sends and no header may carry."""
     portal_names = {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
     kept = []
     for part in header.split(";"):
         name = part.split("=", 1)[0].strip()
-        if name and name not in portal_names:
+        if name and name not in portal_names and not _CONTROL.search(part):
             kept.append(part.strip())
     return "; ".join(kept)
+
+
+def header_username(username: str) -> str:
+    """``X-Portal-User``: the username as it is when it is printable ASCII without ``%``
+    (every local one); otherwise percent-encoded UTF-8, so that an identity provider's name
+    with CR/LF or beyond ASCII can neither break nor forge a header."""
+    return quote(username, safe=_HEADER_SAFE)
 
 
 def _allowed(session: Session, user: AbstractBaseUser, request: HttpRequest) -> Verdict:
     route = get_spawner().route(session.spawner_state)
     if route is None:
         return _refused(403, NOT_YOURS, "not_routable")
-    headers = {"Authorization": route.authorization, "X-Portal-User": user.get_username()}
+    headers = {
+        "Authorization": route.authorization,
+        "X-Portal-User": header_username(user.get_username()),
+    }
     if route.upstream:
         headers["X-Jupyter-Upstream"] = route.upstream
     cookies = without_portal_cookies(request.headers.get("cookie", ""))

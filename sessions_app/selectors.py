@@ -287,13 +287,45 @@ def session_routable_for(
     return sessions.only("id", "state", "spawner_state", "user_id").first()
 
 
-def sessions_for_user(user: AbstractBaseUser) -> QuerySet[Session]:
+def sessions_for_user(user: AbstractBaseUser, state: str | None = None) -> QuerySet[Session]:
+    """The user's sessions, newest first (only those in ``state``, if given)."""
     # The primary key breaks ties, so pages of the history never shift.
-    return (
+    sessions = (
         Session.objects.select_related("environment")
         .filter(user_id=user.pk)
         .order_by("-created_at", "-pk")
     )
+    return sessions if state is None else sessions.filter(state=state)
+
+
+def session_of_user(user: AbstractBaseUser, session_id: Any) -> Session | None:
+    """One of the user's own sessions, whatever its state; None for anyone else's (or none)."""
+    return sessions_for_user(user).filter(pk=session_id).first()
+
+
+def sessions_filtered(
+    *,
+    state: str | None = None,
+    active: bool | None = None,
+    username: str | None = None,
+    environment: str | None = None,
+) -> QuerySet[Session]:
+    """Everyone's sessions for staff, newest first, with their user and environment; each
+    filter narrows them (``active``: only active, or only ended, sessions)."""
+    sessions = Session.objects.select_related("user", "environment").order_by("-created_at", "-pk")
+    if state is not None:
+        sessions = sessions.filter(state=state)
+    if active is not None:
+        sessions = (
+            sessions.filter(state__in=Session.ACTIVE_STATES)
+            if active
+            else sessions.exclude(state__in=Session.ACTIVE_STATES)
+        )
+    if username is not None:
+        sessions = sessions.filter(user__username=username)
+    if environment is not None:
+        sessions = sessions.filter(environment__slug=environment)
+    return sessions
 
 
 def session_remaining_seconds(session: Session, now: datetime | None = None) -> int | None:

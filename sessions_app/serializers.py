@@ -16,6 +16,16 @@ from sessions_app.selectors import (
     session_queue_estimate,
     session_remaining_seconds,
 )
+from sessions_app.usage import (
+    DEFAULT_DAYS,
+    MAX_DAYS,
+    TOP_USERS,
+    DayRow,
+    StorageTotals,
+    UsageReport,
+    UserHours,
+    WaitRow,
+)
 
 # A waiting request holds a web worker thread; half a minute keeps that bounded.
 MAX_WAIT_SECONDS = 30
@@ -33,6 +43,9 @@ class OptionsField(serializers.JSONField):
 
 
 class EnvironmentOptionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[EnvironmentOption]):
+    """An option the caller may set when launching the environment, with its type and
+    bounds."""
+
     type = serializers.CharField(
         source="kind", read_only=True, help_text="choice, boolean, integer or text."
     )
@@ -61,6 +74,8 @@ class EnvironmentOptionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[E
 
 
 class EnvironmentSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Environment]):
+    """An environment the caller may launch: its resources, time limit and options."""
+
     options = EnvironmentOptionSerializer(many=True, read_only=True)
 
     class Meta:
@@ -79,17 +94,33 @@ class EnvironmentSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Environ
 
 
 class SessionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Session]):
+    """One of the caller's sessions: where it stands (``state``, progress in ``message``),
+    its place in the queue, its time left and, once ended, how (``state``), why (``reason``,
+    and ``message`` in words) and when (``ended_at``)."""
+
     environment: serializers.SlugRelatedField[Environment] = serializers.SlugRelatedField(
         slug_field="slug", read_only=True
     )
     options = OptionsField(read_only=True)
-    remaining_seconds = serializers.SerializerMethodField()
-    queue_position = serializers.SerializerMethodField()
-    queue_wait_seconds = serializers.SerializerMethodField(
-        help_text="Estimated wait of a queued session, if every session ran to its time limit "
-        "and nobody else launched; null when it cannot be told."
+    remaining_seconds = serializers.SerializerMethodField(
+        help_text="Whole seconds until the time limit while the session is active and its "
+        "server has started (0 once passed); null otherwise."
     )
-    url = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField(
+        help_text="A queued session's place in the admission order (1: the next admitted); "
+        "null when it is not waiting."
+    )
+    queue_wait_seconds = serializers.SerializerMethodField(
+        help_text="Estimated seconds until a queued session is admitted: the admission policy "
+        "replayed over the coming session ends, each running or waiting session taken to last "
+        "the median length of its environment's recent sessions (the last 200 that ran; at "
+        "most the time limit, which stands in until there are any), nobody else launching. "
+        "Null when the session is not waiting, or could never fit."
+    )
+    url = serializers.SerializerMethodField(
+        help_text="Where the owner opens the server (with its access token): only while it is "
+        "running; null otherwise."
+    )
 
     class Meta:
         model = Session
@@ -101,6 +132,7 @@ class SessionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Session]):
             "created_at",
             "started_at",
             "expires_at",
+            "ended_at",
             "remaining_seconds",
             "queue_position",
             "queue_wait_seconds",
@@ -151,7 +183,11 @@ class SessionQuerySerializer(serializers.Serializer[Any]):
 class LaunchSerializer(serializers.Serializer[Any]):
     """The body of ``POST /api/v1/session/``."""
 
-    environment = serializers.CharField(max_length=64, help_text="The environment's slug.")
+    # A blank slug is refused (allow_blank=False); min_length puts it in the document too,
+    # which drf-spectacular leaves out for shared request and response components.
+    environment = serializers.CharField(
+        min_length=1, max_length=64, help_text="The environment's slug."
+    )
     options = OptionsField(
         required=False,
         allow_null=True,
@@ -202,3 +238,148 @@ class QueueMoveSerializer(serializers.Serializer[Any]):
         if value == 0:
             raise serializers.ValidationError("Give a number of steps other than 0.")
         return value
+
+
+class SessionListQuerySerializer(serializers.Serializer[Any]):
+    """The query of ``GET /api/v1/sessions/``."""
+
+    state = serializers.ChoiceField(
+        choices=Session.State.choices,
+        required=False,
+        help_text="Only sessions in this state; another value is a 400.",
+    )
+
+
+class AdminSessionQuerySerializer(SessionListQuerySerializer):
+    """The query of ``GET /api/v1/admin/sessions/``."""
+
+    active = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="true: only active sessions (queued, starting, running, stopping); false: "
+        "only ended ones.",
+    )
+    user = serializers.CharField(
+        required=False, max_length=150, help_text="Only this user's sessions (username)."
+    )
+    environment = serializers.CharField(
+        required=False, max_length=64, help_text="Only sessions of this environment (slug)."
+    )
+
+
+class AdminSessionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Session]):
+    """A session as staff see it: whose, where it stands and how it ended. Never its server's
+    address or back-end state (they carry the owner's Jupyter token)."""
+
+    user: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+    environment: serializers.SlugRelatedField[Environment] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    options = OptionsField(read_only=True)
+
+    class Meta:
+        model = Session
+        fields = [
+            "id",
+            "user",
+            "environment",
+            "state",
+            "reason",
+            "message",
+            "options",
+            "created_at",
+            "admitted_at",
+            "started_at",
+            "expires_at",
+            "ended_at",
+        ]
+        read_only_fields = fields
+
+
+class UsageQuerySerializer(serializers.Serializer[Any]):
+    """The query of ``GET /api/v1/admin/usage/``."""
+
+    days = serializers.IntegerField(
+        required=False,
+        default=DEFAULT_DAYS,
+        min_value=1,
+        max_value=MAX_DAYS,
+        help_text=f"The last this many UTC days, today included (default {DEFAULT_DAYS}).",
+    )
+
+
+class UsageDaySerializer(serializers.Serializer[DayRow]):
+    day = serializers.DateField(read_only=True)
+    environment = serializers.CharField(read_only=True, help_text="The environment's slug.")
+    sessions_started = serializers.IntegerField(read_only=True)
+    cpu_hours = serializers.FloatField(read_only=True)
+    memory_gb_hours = serializers.FloatField(read_only=True)
+
+
+class UsageWaitSerializer(serializers.Serializer[WaitRow]):
+    environment = serializers.CharField(read_only=True)
+    admitted = serializers.IntegerField(
+        read_only=True, help_text="Sessions admitted in the range (queued before or in it)."
+    )
+    median_seconds = serializers.FloatField(read_only=True, help_text="From launch to admission.")
+    p95_seconds = serializers.FloatField(read_only=True, help_text="The 95th percentile.")
+
+
+class UsageFailureSerializer(serializers.Serializer[Any]):
+    reason = serializers.ChoiceField(choices=Session.Reason.choices, read_only=True)
+    reason_label = serializers.CharField(read_only=True, help_text="The reason, for people.")
+    count = serializers.IntegerField(read_only=True)
+
+
+class UsageUserSerializer(serializers.Serializer[UserHours]):
+    username = serializers.CharField(read_only=True)
+    cpu_hours = serializers.FloatField(read_only=True)
+    memory_gb_hours = serializers.FloatField(read_only=True)
+
+
+class StorageTotalsSerializer(serializers.Serializer[StorageTotals]):
+    accounts_measured = serializers.IntegerField(
+        read_only=True, help_text="Accounts whose storage was measured at least once."
+    )
+    private_bytes = serializers.IntegerField(read_only=True)
+    scratch_bytes = serializers.IntegerField(read_only=True)
+
+
+class UsageSerializer(serializers.Serializer[UsageReport]):
+    """What the admin's usage page shows (``sessions_app.usage``), as JSON."""
+
+    first = serializers.DateField(source="range.first", read_only=True, help_text="First day.")
+    last = serializers.DateField(source="range.last", read_only=True, help_text="Today (UTC).")
+    environments = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="The slugs of the environments with any figure, in the environments' order.",
+    )
+    rows = UsageDaySerializer(
+        many=True,
+        read_only=True,
+        help_text="Every day × every listed environment (zeros included): sessions started "
+        "and resource-hours used that day (a session's hours split across the days it spans).",
+    )
+    waits = UsageWaitSerializer(many=True, read_only=True, help_text="Queue waits by environment.")
+    failures = serializers.SerializerMethodField(
+        help_text="Failed sessions launched in the range, by reason, most first."
+    )
+    top_users = UsageUserSerializer(
+        many=True, read_only=True, help_text=f"The {TOP_USERS} users with most CPU-hours."
+    )
+    storage = StorageTotalsSerializer(
+        read_only=True, help_text="The latest measurement of every account, summed."
+    )
+
+    @extend_schema_field(UsageFailureSerializer(many=True))
+    def get_failures(self, report: UsageReport) -> list[dict[str, Any]]:
+        # The report counts by label (what the page shows); programs want the stable code too.
+        codes = {str(label): value for value, label in Session.Reason.choices}
+        return [
+            {"reason": codes.get(label, ""), "reason_label": label, "count": count}
+            for label, count in report.failures
+        ]

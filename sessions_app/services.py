@@ -54,12 +54,19 @@ Reason = Session.Reason
 SWEEP_BATCH = 200
 
 
-class LaunchError(Exception):
-    """A launch that is refused; ``code`` is stable, the message is for people."""
+# A launch while the last session is still stopping is told to come back after this long:
+# most servers are down within a few seconds (the stop task runs at once).
+STOPPING_RETRY_SECONDS = 5
 
-    def __init__(self, message: str, code: str) -> None:
+
+class LaunchError(Exception):
+    """A launch that is refused; ``code`` is stable, the message is for people;
+    ``retry_after``: seconds after which the same launch may succeed (None: it will not)."""
+
+    def __init__(self, message: str, code: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -89,11 +96,12 @@ def session_launch(
     Checks that the current terms are accepted (recording ``agreement`` first, if given), that
     the environment exists and is enabled, and that the options fit its schema. Nothing is
     written when a check fails: an agreement given with a refused launch is not recorded either.
-    Raises :class:`LaunchError`, or ``TermsError`` for a stale agreement.
+    Raises :class:`LaunchError` (``still_stopping`` while the active session is on its way
+    out: it still counts as the user's one session), or ``TermsError`` for a stale agreement.
     """
     existing = session_active_for(user)
     if existing is not None:
-        return LaunchResult(existing, created=False)
+        return _existing(existing)
     with transaction.atomic():
         if agreement is not None:
             terms_accept(
@@ -103,6 +111,18 @@ def session_launch(
                 user_agent=agreement.user_agent,
             )
         return _launch_new(user, environment_slug, options)
+
+
+def _existing(session: Session) -> LaunchResult:
+    """The answer to a launch while ``session`` is active: that session, unless it is stopping
+    (handing it back would read as the launch's own session, whatever was asked for)."""
+    if session.state == State.STOPPING:
+        raise LaunchError(
+            "Your last session is still stopping; launch again in a few seconds.",
+            "still_stopping",
+            retry_after=STOPPING_RETRY_SECONDS,
+        )
+    return LaunchResult(session, created=False)
 
 
 def _launch_new(
@@ -169,7 +189,7 @@ def _launch_new(
         existing = session_active_for(user)
         if existing is None:
             raise
-        return LaunchResult(existing, created=False)
+        return _existing(existing)
     return LaunchResult(session, created=True)
 
 

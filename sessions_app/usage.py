@@ -168,13 +168,17 @@ def _uses(sessions: Iterable[tuple[Any, ...]], span: UsageRange) -> Iterable[_Us
 
 
 def _overlapping(
-    span: UsageRange, user: AbstractBaseUser | None = None
+    span: UsageRange,
+    user: AbstractBaseUser | None = None,
+    user_ids: Sequence[Any] | None = None,
 ) -> Iterable[tuple[Any, ...]]:
     sessions = Session.objects.filter(started_at__isnull=False, started_at__lt=span.end).filter(
         Q(ended_at__isnull=True) | Q(ended_at__gt=span.start)
     )
     if user is not None:
         sessions = sessions.filter(user_id=user.pk)
+    if user_ids is not None:
+        sessions = sessions.filter(user_id__in=user_ids)
     return sessions.values_list(
         "environment_id",
         "user_id",
@@ -298,6 +302,16 @@ def usage_report(span: UsageRange) -> UsageReport:
         top_users=[UserHours(names.get(pk, str(pk)), cpu, mem) for pk, (cpu, mem) in top],
         storage=storage_totals(),
     )
+
+
+def hours_per_user(span: UsageRange, user_ids: Sequence[Any]) -> dict[Any, tuple[float, float]]:
+    """CPU- and memory-GB-hours of each of ``user_ids`` in ``span`` (the staff API's list of
+    users, a page at a time); users without any are left out."""
+    hours: dict[Any, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for use in _uses(_overlapping(span, user_ids=user_ids), span):
+        hours[use.user_id][0] += use.cpu_hours
+        hours[use.user_id][1] += use.memory_gb_hours
+    return {user_id: (cpu, memory) for user_id, (cpu, memory) in hours.items()}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any, cast
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -67,8 +67,12 @@ class StorageView(APIView):
     get=extend_schema(
         responses={
             200: RemovalSerializer(many=True),
+            400: OpenApiResponse(
+                ApiErrorSerializer, description="``invalid``: a ``page_size`` out of range."
+            ),
             401: ApiErrorSerializer,
             403: ApiErrorSerializer,
+            404: OpenApiResponse(ApiErrorSerializer, description="``not_found``: no such page."),
         }
     )
 )

@@ -7,7 +7,8 @@ from typing import Any, cast
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
@@ -40,6 +41,12 @@ def _staff(request: Request) -> AbstractBaseUser:
 def _api_error(exc: SuspensionError) -> ApiError:
     return ApiError(
         _SUSPENSION_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
+    )
+
+
+def _not_found(pk: int) -> ApiError:
+    return ApiError(
+        status.HTTP_404_NOT_FOUND, f"There is no suspension {pk}.", "suspension_not_found"
     )
 
 
@@ -79,7 +86,11 @@ class SuspensionListView(generics.ListAPIView[Suspension]):
 
     @extend_schema(
         parameters=[SuspensionQuerySerializer],
-        responses={200: SuspensionSerializer(many=True), 400: ApiErrorSerializer},
+        responses={
+            200: SuspensionSerializer(many=True),
+            400: ApiErrorSerializer,
+            404: OpenApiResponse(ApiErrorSerializer, description="``not_found``: no such page."),
+        },
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Suspensions; ``?active=1`` only those in force (0: only lifted), ``?user=<username>``
@@ -108,7 +119,8 @@ class SuspensionListView(generics.ListAPIView[Suspension]):
         told by e-mail), or 200 with the suspension already in force.
 
         Errors: 400 ``unknown_user``, ``own_suspension``, ``invalid`` for a malformed body
-        (e.g. a blank reason, evidence that is not an object).
+        (e.g. a blank reason, evidence that is not an object); 403 ``permission_denied`` for
+        a superuser, unless the caller is one too.
         """
         serializer = SuspendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -119,6 +131,13 @@ class SuspensionListView(generics.ListAPIView[Suspension]):
             raise ApiError(
                 status.HTTP_400_BAD_REQUEST, f"There is no user {username!r}.", "unknown_user"
             ) from None
+        if user.is_superuser and not getattr(request.user, "is_superuser", False):
+            # As in the admin: a suspended superuser cannot reach it, so only a peer may.
+            raise ApiError(
+                status.HTTP_403_FORBIDDEN,
+                "Only a superuser can suspend a superuser.",
+                "permission_denied",
+            )
         # Only for the status code: the service itself returns the suspension in force.
         existing = suspension_active_for(user)
         if existing is not None:
@@ -133,7 +152,26 @@ class SuspensionListView(generics.ListAPIView[Suspension]):
         except SuspensionError as exc:
             raise _api_error(exc) from None
         suspension = suspension_by_id(suspension.pk) or suspension
-        return Response(SuspensionSerializer(suspension).data, status=status.HTTP_201_CREATED)
+        location = request.build_absolute_uri(reverse("api-admin-suspension", args=[suspension.pk]))
+        return Response(
+            SuspensionSerializer(suspension).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": location},
+        )
+
+
+class SuspensionDetailView(APIView):
+    """One suspension (the address a new suspension's ``Location`` gives)."""
+
+    permission_classes = [PortalAccess, IsAdminUser, CanViewOrSuspend]
+
+    @extend_schema(responses={200: SuspensionSerializer, 404: ApiErrorSerializer})
+    def get(self, request: Request, pk: int) -> Response:
+        """The suspension, in force or lifted; 404 ``suspension_not_found``."""
+        suspension = suspension_by_id(pk)
+        if suspension is None:
+            raise _not_found(pk)
+        return Response(SuspensionSerializer(suspension).data)
 
 
 class SuspensionLiftView(APIView):
@@ -160,11 +198,7 @@ class SuspensionLiftView(APIView):
         serializer.is_valid(raise_exception=True)
         suspension = suspension_by_id(pk)
         if suspension is None:
-            raise ApiError(
-                status.HTTP_404_NOT_FOUND,
-                f"There is no suspension {pk}.",
-                "suspension_not_found",
-            )
+            raise _not_found(pk)
         try:
             suspension = suspension_lift(
                 suspension=suspension,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -74,4 +75,10 @@ class AcceptTermsView(APIView):
             raise ApiError(
                 _TERMS_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
             ) from None
-        return Response(TermsAcceptanceSerializer(acceptance).data, status=status.HTTP_201_CREATED)
+        # The acceptance has no address of its own: the current terms show it (``accepted``).
+        location = request.build_absolute_uri(reverse("api-terms-current"))
+        return Response(
+            TermsAcceptanceSerializer(acceptance).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": location},
+        )

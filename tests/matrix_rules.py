@@ -7,32 +7,44 @@ as every actor.
 
 The columns (actors), each a signed-in user unless said otherwise:
 
-=================  ==========================================================================
-``anonymous``      nobody signed in
-``unverified``     the staff member, signed in *without* the second factor: the most
-                   privileged user, so that only the second factor stands in the way
-``outsider``       passed the second factor, but outside the access policy (not the operator's
-                   staff)
-``terms``          an admitted user (not staff) who passed the second factor; the current terms
-                   are published and they have not accepted them
-``suspended``      the staff member, passed the second factor, with a suspension in force
-                   (imposed by another staff member): again the most privileged user, so that
-                   only the suspension stands in the way
-``others``         the admitted user (terms accepted, second factor passed) acting on objects of
-                   another user: URLs name the other user's token or suspension; routes without
-                   an object id must neither show nor touch the other user's token and running
-                   session, which exist
-``staff``          the staff member (``is_staff``, superuser), second factor passed, terms
-                   accepted
-=================  ==========================================================================
+========================  ===================================================================
+``anonymous``             nobody signed in
+``unverified``            the staff member, signed in *without* the second factor: the most
+                          privileged user, so that only the second factor stands in the way
+``outsider``              passed the second factor, but outside the access policy (not the
+                          operator's staff)
+``terms``                 an admitted user (not staff) who passed the second factor; the
+                          current terms are published and they have not accepted them
+``suspended``             the staff member, passed the second factor, with a suspension in
+                          force (imposed by another staff member): again the most privileged
+                          user, so that only the suspension stands in the way
+``others``                the admitted user (terms accepted, second factor passed) acting on
+                          objects of another user: URLs name the other user's token or
+                          suspension; routes without an object id must neither show nor touch
+                          the other user's token and running session, which exist
+``staff``                 the staff member (``is_staff``, superuser), second factor passed,
+                          terms accepted
+``staff_view``            a staff member (``is_staff``, not superuser) holding only the view
+                          permission of every model: reads the admin, changes nothing
+``staff_change_session``  a staff member holding only ``sessions_app.change_session``
+``staff_change_user``     a staff member holding only ``auth.change_user``
+``staff_add_suspension``  a staff member holding only ``suspension_app.add_suspension``
+========================  ===================================================================
 
-Every signed-in actor has a confirmed authenticator app (TOTP device), as real users do.
+Every signed-in actor has a confirmed authenticator app (TOTP device), as real users do; the
+staff roles have accepted the terms and passed the second factor.
+
+On the portal's own pages and the users' API the staff roles get what the superuser gets (they
+are users there: ``_USER_RULES``); in the admin, the staff API and ``/metrics`` their Django
+permissions decide, and every rule says what each role gets (``_STAFF_RULES``, and the admin's
+actions and forms in ``tests/matrix_staff.py``, which also check that the change was made or
+not).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -55,7 +67,30 @@ TERMS = "terms"
 SUSPENDED = "suspended"
 OTHERS = "others"
 STAFF = "staff"
-ACTORS = (ANON, UNVERIFIED, OUTSIDER, TERMS, SUSPENDED, OTHERS, STAFF)
+STAFF_VIEW = "staff_view"
+STAFF_CHANGE_SESSION = "staff_change_session"
+STAFF_CHANGE_USER = "staff_change_user"
+STAFF_ADD_SUSPENSION = "staff_add_suspension"
+STAFF_ROLES = (STAFF_VIEW, STAFF_CHANGE_SESSION, STAFF_CHANGE_USER, STAFF_ADD_SUSPENSION)
+ACTORS = (ANON, UNVERIFIED, OUTSIDER, TERMS, SUSPENDED, OTHERS, STAFF, *STAFF_ROLES)
+
+# What each staff role holds; ``staff_view`` holds every model's view permission instead.
+ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    STAFF_VIEW: (),
+    STAFF_CHANGE_SESSION: ("sessions_app.change_session",),
+    STAFF_CHANGE_USER: ("auth.change_user",),
+    STAFF_ADD_SUSPENSION: ("suspension_app.add_suspension",),
+}
+
+
+def role_holds(role: str, permission: str) -> bool:
+    """Whether the staff role holds ``permission`` (``app_label.codename``)."""
+    app_label, _, codename = permission.partition(".")
+    if role == STAFF_VIEW:
+        # Every model's own view permission, none of the extra ones (view_metrics).
+        return codename.startswith("view_") and codename != "view_metrics"
+    return permission in ROLE_PERMISSIONS[role]
+
 
 SUSPENSION_REASON = "Matrix test: scratch cleanup circumvented."
 STAFF_ONLY_MESSAGE = "The administration pages are for the operator's staff."
@@ -79,6 +114,7 @@ class Expect:
     text: str | None = None
     then: Expect | None = None
     data: Mapping[str, Any] | None = None
+    effect: bool = False  # for rules with an ``effect``: whether the change was made
 
     def __str__(self) -> str:
         parts = [str(self.status)]
@@ -88,11 +124,14 @@ class Expect:
             parts.append(f"→ {self.redirect}" + ("?next=…" if self.next else ""))
         if self.then:
             parts.append(f"then {self.then}")
+        if self.effect:
+            parts.append("and done")
         return " ".join(parts)
 
 
 OK = Expect(200)
 NO_CONTENT = Expect(204)
+FORBIDDEN = Expect(403)
 
 # Pages: the access middleware (accounts_app.middleware) answers before the view.
 PAGE_LOGIN = Expect(302, redirect="/login/", next=True)
@@ -127,6 +166,17 @@ ADMIN = {**PAGE_GUARD, TERMS: ADMIN_STAFF_ONLY, OTHERS: ADMIN_STAFF_ONLY, STAFF:
 API_STAFF_ONLY = Expect(403, code="permission_denied")
 API_ADMIN_GUARD = {**API_GUARD, TERMS: API_STAFF_ONLY, OTHERS: API_STAFF_ONLY}
 
+
+def by_permission(
+    allowed: Expect, *permissions: str, refused: Expect = FORBIDDEN
+) -> dict[str, Expect]:
+    """Each staff role's answer: ``allowed`` for a role holding any of ``permissions``."""
+    return {
+        role: allowed if any(role_holds(role, p) for p in permissions) else refused
+        for role in STAFF_ROLES
+    }
+
+
 # The second factor's own pages and sign-out: signed in is enough (``signed_in_view``).
 SIGNED_IN_ONLY = {ANON: PAGE_LOGIN}
 SECOND_FACTOR_FORM = Expect(302, redirect="/account/second-factor/", next="/")
@@ -158,6 +208,25 @@ class World:
         """A live API token of ``target``."""
         raw = token_issue(user=self.target, name="matrix")
         return ApiToken.objects.get(prefix=raw[:12])
+
+    @cached_property
+    def bystander_token(self) -> ApiToken:
+        """A live API token of the bystander: what a staff member's action may revoke."""
+        raw = token_issue(user=self.bystander, name="matrix")
+        return ApiToken.objects.get(prefix=raw[:12])
+
+    @cached_property
+    def actor_token(self) -> str:
+        """A new API token of the actor, as the secret a client sends."""
+        assert self.user is not None
+        return token_issue(user=self.user, name="matrix")
+
+    @cached_property
+    def superuser_peer(self) -> User:
+        """A superuser other than the actor."""
+        return User.objects.create_user(
+            "root-matrix", email="root@example.org", is_staff=True, is_superuser=True
+        )
 
     @cached_property
     def suspension(self) -> Suspension:
@@ -197,9 +266,28 @@ class Rule:
     expect: Mapping[str, Expect]
     url: Callable[[World], str] | None = None  # default: reverse(route)
     data: Mapping[str, Any] | None = None
+    # A body made from the world's rows (after ``url``); ``data`` of an Expect still wins.
+    form: Callable[[World], Mapping[str, Any]] | None = None
+    # Request headers made from the world (e.g. the actor's token).
+    headers: Callable[[World], Mapping[str, str]] | None = None
+    # Whether the request changed what it asks to change, read back after it.
+    effect: Callable[[World], bool] | None = None
+    # What the answer must never contain, whoever asks (a token, a server's credential).
+    secret: Callable[[World], str] | None = None
+    # Tells apart rules of the same route and method in the test's ids.
+    case: str = ""
 
     def build_url(self, world: World) -> str:
         return self.url(world) if self.url is not None else reverse(self.route)
+
+    def build_data(self, world: World) -> Mapping[str, Any] | None:
+        return self.form(world) if self.form is not None else self.data
+
+    def with_roles_as_staff(self) -> Rule:
+        """The rule, each staff role getting what the superuser staff member gets."""
+        return replace(
+            self, expect={**self.expect, **dict.fromkeys(STAFF_ROLES, self.expect[STAFF])}
+        )
 
 
 def _admin_change(route: str, obj: Callable[[World], Any]) -> Callable[[World], str]:
@@ -223,20 +311,33 @@ def _queued_session(route: str) -> Callable[[World], str]:
     return build
 
 
+def _target_session_detail(world: World) -> str:
+    session = world.planted.get("session") or world.running_session(world.target)
+    return reverse("api-session-detail", args=[session.pk])
+
+
+def _with_a_running_session(route: str) -> Callable[[World], str]:
+    """The route, with a running session of the bystander among everyone's (its server's token,
+    ``matrix-token``, must not show)."""
+
+    def build(world: World) -> str:
+        if "session" not in world.planted:  # ``others``: the bystander runs one already
+            world.running_session(world.bystander)
+        return reverse(route)
+
+    return build
+
+
 TOO_LONG_NAME = {"name": "x" * 101}  # an invalid body: refused by the form, nothing written
 LAUNCH = {"environment": "ecmwf-dss"}
 # Launching for real is not this test's business (no worker runs): callers allowed to launch
 # ask for an environment that doesn't exist, which the launch service itself refuses.
 LAUNCH_NOWHERE = {"environment": "no-such-environment"}
 
-RULES: list[Rule] = [
+_USER_RULES: list[Rule] = [
     # --- Probes: anyone (the orchestrator), and they say nothing about anyone ------------------
     Rule("healthz", "GET", {a: OK for a in ACTORS}),
     Rule("readyz", "GET", {a: OK for a in ACTORS}),
-    # Metrics: the test client's address (127.0.0.1) is in the default METRICS_ALLOWED_ADDRESSES,
-    # so every actor reads them; from elsewhere only staff's portal tokens do, and a browser
-    # session counts for nothing (tests/portal/test_metrics.py). Never a redirect.
-    Rule("metrics", "GET", {a: OK for a in ACTORS}),
     # --- Sign-in, sign-out, the identity provider's round trip: public -------------------------
     Rule("login", "GET", {a: OK for a in ACTORS}),
     Rule("login-failed", "GET", {a: Expect(401) for a in ACTORS}),
@@ -426,6 +527,13 @@ RULES: list[Rule] = [
         {**API_GUARD, **{a: Expect(404, code="no_active_session") for a in (TERMS, OTHERS, STAFF)}},
     ),
     Rule("api-sessions", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    # One of one's own sessions; another user's is a 404 like an unknown one.
+    Rule(
+        "api-session-detail",
+        "GET",
+        {**API_GUARD, TERMS: OK, OTHERS: Expect(404, code="session_not_found"), STAFF: OK},
+        url=_target_session_detail,
+    ),
     Rule("api-storage", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     Rule("api-storage-removals", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     Rule("api-tokens", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
@@ -441,38 +549,160 @@ RULES: list[Rule] = [
         {**API_GUARD, TERMS: NO_CONTENT, OTHERS: Expect(404, code="not_found"), STAFF: NO_CONTENT},
         url=lambda w: reverse("api-token", args=[w.token.pk]),
     ),
-    # --- The staff API: the API's guard, then staff only ----------------------------------------
-    Rule("api-admin-suspensions", "GET", {**API_ADMIN_GUARD, STAFF: OK}),
+]
+
+# Each staff role's answer in the staff API: its permission classes answer in JSON.
+API_ROLE_REFUSED = API_STAFF_ONLY
+VIEW_SESSION = ("sessions_app.view_session", "sessions_app.change_session")
+CHANGE_SESSION = "sessions_app.change_session"
+QUEUE_PAGE = Expect(302, redirect="/admin/sessions_app/session/queue/")
+
+_STAFF_RULES: list[Rule] = [
+    # Metrics: each actor presents a portal token of their own (a browser session counts for
+    # nothing, and no address is allowed by default: tests/portal/test_metrics.py). Staff with
+    # ``view_metrics`` only; never a redirect.
+    Rule(
+        "metrics",
+        "GET",
+        {
+            ANON: Expect(401),
+            UNVERIFIED: OK,  # a token is its own credential: the second factor made it
+            OUTSIDER: FORBIDDEN,
+            TERMS: FORBIDDEN,
+            SUSPENDED: Expect(403, text=SUSPENSION_REASON),
+            OTHERS: FORBIDDEN,
+            STAFF: OK,
+            **by_permission(OK, "sessions_app.view_metrics"),
+        },
+        headers=lambda w: {} if w.user is None else {"authorization": f"Bearer {w.actor_token}"},
+    ),
+    # --- The staff API: the API's guard, then staff with the model permission ------------------
+    Rule(
+        "api-admin-suspensions",
+        "GET",
+        {
+            **API_ADMIN_GUARD,
+            STAFF: OK,
+            **by_permission(OK, "suspension_app.view_suspension", refused=API_ROLE_REFUSED),
+        },
+    ),
     Rule(
         "api-admin-suspensions",
         "POST",
-        {**API_ADMIN_GUARD, STAFF: Expect(400, code="invalid")},
+        {
+            **API_ADMIN_GUARD,
+            STAFF: Expect(400, code="invalid"),
+            **by_permission(
+                Expect(400, code="invalid"),
+                "suspension_app.add_suspension",
+                refused=API_ROLE_REFUSED,
+            ),
+        },
         data={},
     ),
     Rule(
         "api-admin-suspension-lift",
         "POST",
-        {**API_ADMIN_GUARD, STAFF: Expect(400, code="invalid")},
+        {
+            **API_ADMIN_GUARD,
+            STAFF: Expect(400, code="invalid"),
+            **by_permission(
+                Expect(400, code="invalid"),
+                "suspension_app.lift_suspension",
+                refused=API_ROLE_REFUSED,
+            ),
+        },
         url=lambda w: reverse("api-admin-suspension-lift", args=[w.suspension.pk]),
         data={},
     ),
+    Rule(
+        "api-admin-suspension",
+        "GET",
+        {
+            **API_ADMIN_GUARD,
+            STAFF: OK,
+            **by_permission(OK, "suspension_app.view_suspension", refused=API_ROLE_REFUSED),
+        },
+        url=lambda w: reverse("api-admin-suspension", args=[w.suspension.pk]),
+    ),
+    # Sessions: staff list everyone's (never a server's token) and stop one; usage as JSON.
+    Rule(
+        "api-admin-sessions",
+        "GET",
+        {
+            **API_ADMIN_GUARD,
+            STAFF: OK,
+            **by_permission(OK, *VIEW_SESSION, refused=API_ROLE_REFUSED),
+        },
+        url=_with_a_running_session("api-admin-sessions"),
+        secret=lambda w: "matrix-token",
+    ),
+    Rule(
+        "api-admin-session-stop",
+        "POST",
+        {
+            **API_ADMIN_GUARD,
+            STAFF: Expect(202, effect=True),
+            **by_permission(Expect(202, effect=True), CHANGE_SESSION, refused=API_ROLE_REFUSED),
+        },
+        url=_queued_session("api-admin-session-stop"),
+        effect=lambda w: Session.objects.filter(
+            user__username="queued-matrix", reason=Session.Reason.STAFF_STOPPED
+        ).exists(),
+    ),
+    Rule(
+        "api-admin-usage",
+        "GET",
+        {
+            **API_ADMIN_GUARD,
+            STAFF: OK,
+            **by_permission(OK, *VIEW_SESSION, refused=API_ROLE_REFUSED),
+        },
+    ),
+    # Users, with their suspension and usage: the user permissions, as the admin's list.
+    Rule(
+        "api-admin-users",
+        "GET",
+        {
+            **API_ADMIN_GUARD,
+            STAFF: OK,
+            **by_permission(OK, "auth.view_user", "auth.change_user", refused=API_ROLE_REFUSED),
+        },
+    ),
     # The queue: staff watch it, move a waiting session and remove it.
-    Rule("api-admin-queue", "GET", {**API_ADMIN_GUARD, STAFF: OK}),
+    Rule(
+        "api-admin-queue",
+        "GET",
+        {
+            **API_ADMIN_GUARD,
+            STAFF: OK,
+            **by_permission(OK, *VIEW_SESSION, refused=API_ROLE_REFUSED),
+        },
+    ),
     Rule(
         "api-admin-queue-move",
         "POST",
-        {**API_ADMIN_GUARD, STAFF: OK},
+        {
+            **API_ADMIN_GUARD,
+            STAFF: OK,
+            **by_permission(OK, CHANGE_SESSION, refused=API_ROLE_REFUSED),
+        },
         url=_queued_session("api-admin-queue-move"),
         data={"steps": 1},
     ),
     Rule(
         "api-admin-queue-entry",
         "DELETE",
-        {**API_ADMIN_GUARD, STAFF: NO_CONTENT},
+        {
+            **API_ADMIN_GUARD,
+            STAFF: NO_CONTENT,
+            **by_permission(NO_CONTENT, CHANGE_SESSION, refused=API_ROLE_REFUSED),
+        },
         url=_queued_session("api-admin-queue-entry"),
     ),
     # --- The admin: these are requested; every other admin route follows ADMIN_PATTERN ---------
-    Rule("admin:index", "GET", ADMIN),
+    # Every staff member gets in; the index lists what their permissions show.
+    Rule("admin:index", "GET", {**ADMIN, **dict.fromkeys(STAFF_ROLES, OK)}),
     Rule(
         "admin:login",
         "GET",
@@ -481,55 +711,57 @@ RULES: list[Rule] = [
             TERMS: ADMIN_STAFF_ONLY_PAGE,
             OTHERS: ADMIN_STAFF_ONLY_PAGE,
             # Staff who are already in are taken to the index, as Django's admin does.
-            STAFF: Expect(302, redirect="/admin/"),
+            **dict.fromkeys((STAFF, *STAFF_ROLES), Expect(302, redirect="/admin/")),
         },
     ),
     Rule(
         "admin:auth_user_change",
         "GET",
-        ADMIN,
+        {**ADMIN, **by_permission(OK, "auth.view_user", "auth.change_user")},
         url=_admin_change("admin:auth_user_change", lambda w: w.target),
     ),
     Rule(
         "admin:portal_apitoken_change",
         "GET",
-        ADMIN,
+        {**ADMIN, **by_permission(OK, "portal.view_apitoken", "portal.change_apitoken")},
         url=_admin_change("admin:portal_apitoken_change", lambda w: w.token),
     ),
     Rule(
         "admin:suspension_app_suspension_change",
         "GET",
-        ADMIN,
+        {**ADMIN, **by_permission(OK, "suspension_app.view_suspension")},
         url=_admin_change("admin:suspension_app_suspension_change", lambda w: w.suspension),
     ),
     Rule(
         "admin:suspension_app_suspension_reinstate",
         "GET",
-        ADMIN,
+        {**ADMIN, **by_permission(OK, "suspension_app.lift_suspension")},
         url=_admin_change("admin:suspension_app_suspension_reinstate", lambda w: w.suspension),
     ),
-    Rule("admin:sessions_app_session_queue", "GET", ADMIN),
-    Rule("admin:sessions_app_session_usage", "GET", ADMIN),
+    Rule("admin:sessions_app_session_queue", "GET", {**ADMIN, **by_permission(OK, *VIEW_SESSION)}),
+    Rule("admin:sessions_app_session_usage", "GET", {**ADMIN, **by_permission(OK, *VIEW_SESSION)}),
     Rule(
         "admin:sessions_app_session_queue_move",
         "POST",
-        {**ADMIN, STAFF: Expect(302, redirect="/admin/sessions_app/session/queue/")},
+        {**ADMIN, STAFF: QUEUE_PAGE, **by_permission(QUEUE_PAGE, CHANGE_SESSION)},
         url=_queued_session("admin:sessions_app_session_queue_move"),
         data={"steps": "1"},
     ),
     Rule(
         "admin:sessions_app_session_queue_remove",
         "GET",
-        ADMIN,
+        {**ADMIN, **by_permission(OK, CHANGE_SESSION)},
         url=_queued_session("admin:sessions_app_session_queue_remove"),
     ),
     Rule(
         "admin:sessions_app_session_queue_remove",
         "POST",
-        {**ADMIN, STAFF: Expect(302, redirect="/admin/sessions_app/session/queue/")},
+        {**ADMIN, STAFF: QUEUE_PAGE, **by_permission(QUEUE_PAGE, CHANGE_SESSION)},
         url=_queued_session("admin:sessions_app_session_queue_remove"),
     ),
 ]
+
+RULES: list[Rule] = [*(rule.with_roles_as_staff() for rule in _USER_RULES), *_STAFF_RULES]
 
 # Every other admin route (add, delete, history, password change, the catch-all, …) is covered
 # by this pattern: the same guard (middleware, then ``PortalAdminSite.has_permission``) answers

@@ -195,7 +195,7 @@ BAD_LAUNCHES = {
         ["ecmwf-dss"], 400, "invalid", "Expected a dictionary",
     ),
     "body not JSON": (
-        '{"environment": "ecmwf-dss",', 400, "parse_error", "JSON parse error",
+        '{"environment": "ecmwf-dss",', 400, "invalid_json", "The body is not valid JSON",
     ),
 }  # fmt: skip
 
@@ -269,3 +269,56 @@ def test_launch_refuses_anonymous_callers(environment: Environment) -> None:
     assert response.status_code == 401
     assert response.json()["code"] == "not_authenticated"
     assert Session.objects.count() == 0
+
+
+def test_a_new_session_answers_201_with_its_address_in_location(
+    api: APIClient, environment: Environment
+) -> None:
+    # when
+    response = api.post(URL, {"environment": "ecmwf-dss"}, format="json")
+    # then Location is the session's own address, which answers with the same session
+    assert response.status_code == 201
+    session = Session.objects.get()
+    assert response["Location"] == f"http://testserver/api/v1/sessions/{session.id}/"
+    assert api.get(response["Location"]).json()["id"] == str(session.id)
+
+
+def test_the_existing_session_answers_200_without_location(
+    api: APIClient, environment: Environment
+) -> None:
+    api.post(URL, {"environment": "ecmwf-dss"}, format="json")
+
+    response = api.post(URL, {"environment": "ecmwf-dss"}, format="json")
+
+    assert response.status_code == 200
+    assert "Location" not in response
+
+
+@pytest.mark.parametrize("asked", ["ecmwf-dss", "other-env"], ids=["same", "another"])
+def test_a_launch_while_the_last_session_stops_is_a_409_with_retry_after(
+    api: APIClient, accepted: User, environment: Environment, asked: str
+) -> None:
+    # given the caller's session is on its way down (the stop task has not finished yet)
+    Environment.objects.create(
+        slug="other-env", name="Other", use_case="x", memory_mb=1024, cpus=1,
+        max_duration_minutes=60,
+    )  # fmt: skip
+    now = timezone.now()
+    stopping = Session.objects.create(
+        user=accepted, environment=environment, state=Session.State.STOPPING, created_at=now,
+        started_at=now, expires_at=now + environment.max_duration,
+        reason=Session.Reason.USER_STOPPED,
+    )  # fmt: skip
+    # when they launch again at once, the same environment or another
+    response = api.post(URL, {"environment": asked}, format="json")
+    # then: refused, told when to come back, and nothing was queued
+    assert response.status_code == 409
+    assert response.json()["code"] == "still_stopping"
+    assert "still stopping" in response.json()["detail"]
+    assert response["Retry-After"] == "5"
+    assert list(Session.objects.filter(user=accepted)) == [stopping]
+    # and once the stop is done, the same launch is a new session
+    Session.objects.filter(pk=stopping.pk).update(state=Session.State.STOPPED, ended_at=now)
+    again = api.post(URL, {"environment": asked}, format="json")
+    assert again.status_code == 201
+    assert again.json()["environment"] == asked

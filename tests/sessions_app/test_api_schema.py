@@ -49,7 +49,7 @@ def test_schema_documents_the_launch_request_and_its_answers(schema: dict[str, A
     request = schema["components"]["schemas"][request_ref.rsplit("/", 1)[1]]
     assert request["required"] == ["environment"]
     assert set(request["properties"]) == {"environment", "options"}
-    assert set(launch["responses"]) == {"200", "201", "400", "403"}
+    assert set(launch["responses"]) >= {"200", "201", "400", "403", "409"}
     error_ref = launch["responses"]["403"]["content"]["application/json"]["schema"]["$ref"]
     error = schema["components"]["schemas"][error_ref.rsplit("/", 1)[1]]
     assert {"detail", "code"} <= set(error["properties"])
@@ -60,8 +60,8 @@ def test_schema_documents_the_session_fields(schema: dict[str, Any]) -> None:
 
     assert set(session["properties"]) == {
         "id", "state", "environment", "options", "created_at", "started_at", "expires_at",
-        "remaining_seconds", "queue_position", "queue_wait_seconds", "url", "message", "reason",
-        "library_status",
+        "ended_at", "remaining_seconds", "queue_position", "queue_wait_seconds", "url",
+        "message", "reason", "library_status",
     }  # fmt: skip
 
 

@@ -18,6 +18,8 @@ from rest_framework.test import APIClient
 from portal.broker import PUBLISH_RETRY_POLICY
 from sessions_app import events
 from sessions_app.models import Environment, Session
+from sessions_app.services import session_request_stop
+from sessions_app.transitions import fail_start
 from tests.conftest import login_verified
 
 URL = "/api/v1/session/"
@@ -240,3 +242,90 @@ def test_get_with_a_bad_wait_is_refused(accepted: Any) -> None:
     response = client.get("/api/v1/session/?wait=3600")
     assert response.status_code == 400
     assert "wait" in response.json()["detail"]
+
+
+def _meanwhile(change: Any) -> threading.Thread:
+    """Run ``change`` in another thread half a second from now, as another process would."""
+
+    def run() -> None:
+        time.sleep(0.5)
+        try:
+            change()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_answers_with_the_session_that_failed_meanwhile_and_why(
+    accepted: Any, environment: Any
+) -> None:
+    # Given a starting session whose start fails while the client waits
+    session = _session(accepted, environment, State.STARTING)
+    client = APIClient()
+    login_verified(client, accepted)
+    failing = _meanwhile(
+        lambda: fail_start(
+            str(session.pk), Session.Reason.BACKEND_ERROR, "The server could not be started: boom"
+        )
+    )
+
+    # When the client waits for it
+    started = time.monotonic()
+    response = client.get(URL, {"wait": 10})
+    failing.join()
+
+    # then the answer is that session, ended, with its reason: not "no active session"
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["id"], body["state"], body["reason"]) == (
+        str(session.pk),
+        "failed",
+        "backend_error",
+    )
+    assert body["message"] == "The server could not be started: boom"
+    assert body["ended_at"] is not None
+    assert time.monotonic() - started < 8
+    # and the same session is at its own address afterwards
+    assert client.get(f"/api/v1/sessions/{session.pk}/").json() == body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_answers_with_the_queued_session_stopped_meanwhile(
+    accepted: Any, environment: Any
+) -> None:
+    # Given a queued session that staff take out of the queue while its owner waits
+    session = _session(accepted, environment, State.QUEUED)
+    client = APIClient()
+    login_verified(client, accepted)
+    stopping = _meanwhile(
+        lambda: session_request_stop(str(session.pk), Session.Reason.STAFF_STOPPED)
+    )
+
+    response = client.get(URL, {"wait": 10})
+    stopping.join()
+
+    assert response.status_code == 200
+    assert (response.json()["id"], response.json()["state"], response.json()["reason"]) == (
+        str(session.pk),
+        "stopped",
+        "staff_stopped",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_without_an_active_session_is_a_404_at_once(accepted: Any, environment: Any) -> None:
+    # Given only an ended session
+    _session(accepted, environment, State.FAILED, reason=Session.Reason.BACKEND_ERROR)
+    client = APIClient()
+    login_verified(client, accepted)
+
+    started = time.monotonic()
+    response = client.get(URL, {"wait": 10})
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "no_active_session"
+    assert time.monotonic() - started < 5

@@ -25,9 +25,10 @@ from django.utils import timezone
 from portal.tokens import token_issue, token_revoke, tokens_live_for
 from sessions_app.models import Environment, Session
 from sessions_app.spawners import get_spawner
+from sessions_app.spawners.base import route_name
 from sessions_app.spawners.socket_route import socket_pin
 from suspension_app.services import suspension_impose
-from tests.conftest import login_verified
+from tests.conftest import _make_user, login_verified
 from tests.sessions_app.pinned import pinned_state, pinned_upstream, server_socket
 
 pytestmark = pytest.mark.django_db
@@ -318,3 +319,64 @@ def test_a_person_refused_sees_a_page_that_says_why(
     assert "You cannot open this session" in page
     assert "Cleanup circumvented." in page
     assert TOKEN not in page
+
+
+# --- header values that cannot go into a header ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("username", "sent"),
+    [
+        ("mallory\r\nX-Portal-Staff: yes", "mallory%0D%0AX-Portal-Staff: yes"),
+        ("line\nbreak", "line%0Abreak"),
+        ("zoë@example.org", "zo%C3%AB@example.org"),
+        ("50%", "50%25"),
+        ("owner.name@example.org", "owner.name@example.org"),
+    ],
+)
+def test_a_username_that_cannot_be_a_header_is_sent_percent_encoded(
+    client: Client, environment: Environment, username: str, sent: str
+) -> None:
+    # given an identity provider's username with CR/LF (Django refuses such a header: a 500)
+    user = _make_user(username)
+    session = _session(user, environment, "running")
+    login_verified(client, user)
+    # when
+    by_session = client.get(reverse("session-route-auth", args=[session.pk]))
+    by_route = _ask_route(client, f"/user/{route_name(username)}/lab")
+    # then
+    for response in (by_session, by_route):
+        assert response.status_code == 200
+        assert response.headers["X-Portal-User"] == sent
+        assert "X-Portal-Staff" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Original-URI": "/user/owner/lab\r\nX-Evil: 1"},
+        {"X-Original-URI": "\x00\xff"},
+        {"Cookie": "a=1\r\nX-Evil: 1; b=2"},
+        {"Cookie": "\x00=\x00; ;=; c"},
+        {"Authorization": "Bearer \r\n"},
+        {"Authorization": "Bearer jlp_\x00\xff"},
+        {"Authorization": "Bearer a b c"},
+        {"Authorization": "\xff"},
+    ],
+)
+def test_no_header_value_makes_the_forward_auth_fail(
+    client: Client, owner: User, environment: Environment, headers: dict[str, str]
+) -> None:
+    session = _session(owner, environment, "running")
+    raw = token_issue(user=owner)  # a Cookie header replaces the session's; the token stays
+    headers = {"Authorization": f"Bearer {raw}", "X-Original-URI": "/user/owner/lab", **headers}
+    failing = Client(raise_request_exception=False)
+
+    for name in ("session-route-auth", "route-auth"):
+        args = [session.pk] if name == "session-route-auth" else []
+        response = failing.get(reverse(name, args=args), headers=headers)
+
+        assert response.status_code in (200, 401, 403), (name, response.content)
+        assert "X-Evil" not in response.headers
+        if "Cookie" in headers and response.status_code == 200:
+            assert "\n" not in response.headers.get("Cookie", "")

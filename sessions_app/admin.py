@@ -23,7 +23,7 @@ from sessions_app.charts import stacked_bar_chart
 from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.queue_changes import QueueError, queue_move, queue_remove
 from sessions_app.selectors import queue_overview
-from sessions_app.services import session_request_stop
+from sessions_app.staff_stop import StaffStopError, session_stop_by_staff
 from sessions_app.usage import DEFAULT_DAYS, usage_range, usage_report
 
 # What of a session's spawner state the admin shows: where the server runs, never how to reach
@@ -134,10 +134,14 @@ class SessionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop the selected sessions", permissions=["change"])
     def stop_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
-        stopped = sum(
-            session_request_stop(str(pk), Session.Reason.STAFF_STOPPED)
-            for pk in queryset.values_list("pk", flat=True)
-        )
+        stopped = 0
+        for pk in queryset.values_list("pk", flat=True):
+            try:
+                # The staff API's stop: the same reason, and who did it in the history.
+                session_stop_by_staff(str(pk), by=request.user)  # type: ignore[arg-type]
+            except StaffStopError:
+                continue  # already ended
+            stopped += 1
         self.message_user(request, f"Asked {stopped} session(s) to stop.", level=messages.SUCCESS)
 
     def get_urls(self) -> list[URLPattern]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
@@ -140,6 +141,9 @@ def test_staff_with_change_session_stop_sessions(
     assert response.status_code == 302
     running.refresh_from_db()
     assert (running.state, running.reason) == ("stopping", "staff_stopped")
+    # recorded in the session's history with who stopped it, as the staff API's stop does
+    entry = LogEntry.objects.get(object_id=str(running.pk))
+    assert (entry.user.username, entry.change_message) == ("operator", "Stopped by staff.")
 
 
 def test_the_session_page_shows_where_the_server_runs_but_never_its_token(

@@ -9,7 +9,6 @@ on such an account would be a way into it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -23,6 +22,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts_app.models import OidcIdentity, SecondFactorReset
+from accounts_app.ranks import outranks, permissions_not_held
 from accounts_app.second_factor import second_factor_reset_by_staff, totp_device_confirmed
 
 User = get_user_model()
@@ -32,27 +32,6 @@ User = get_user_model()
 for model in (TOTPDevice, StaticDevice):
     if admin.site.is_registered(model):
         admin.site.unregister(model)
-
-
-def _label(permission: Permission) -> str:
-    return f"{permission.content_type.app_label}.{permission.codename}"
-
-
-def permissions_not_held(editor: Any, permissions: Iterable[Permission]) -> list[str]:
-    """The permissions among ``permissions`` that ``editor`` does not hold (none for a
-    superuser), as ``app_label.codename``."""
-    if editor.is_superuser:
-        return []
-    return sorted({_label(p) for p in permissions} - editor.get_all_permissions())
-
-
-def outranks(account: Any, editor: Any) -> bool:
-    """Whether ``account`` holds something ``editor`` does not: then ``editor`` leaves it alone."""
-    if editor.is_superuser:
-        return False
-    return bool(
-        account.is_superuser or account.get_all_permissions() - editor.get_all_permissions()
-    )
 
 
 def _added(form: forms.ModelForm, name: str) -> list[Any]:

@@ -54,6 +54,8 @@ class SignInAttempt:
     """An attempt counted as a failure until :func:`sign_in_attempt_succeeded` says not."""
 
     keys: tuple[tuple[str, str], ...]  # (scope, key)
+    # Per key: what the attempt set (its wait's end) and what it replaced (the last failure).
+    marks: tuple[tuple[datetime, datetime], ...] = ()
 
 
 def _account_key(username: str) -> str:
@@ -117,22 +119,32 @@ def sign_in_attempt_begin(username: str, address: str | None) -> SignInAttempt:
                 " and ".join(str(row.scope) for row in waiting),
             )
             raise SignInThrottled(seconds)
+        marks = {}
         for row in rows:
+            before = row.last_failure_at
             if now - row.last_failure_at > FORGET_AFTER:
                 row.failures = 0
             row.failures += 1
             row.last_failure_at = now
             row.locked_until = now + _wait(row.scope, row.failures)
             row.save(update_fields=["failures", "last_failure_at", "locked_until"])
-    return SignInAttempt(keys=tuple(keys))
+            marks[(str(row.scope), row.key)] = (row.locked_until, before)
+    return SignInAttempt(keys=tuple(keys), marks=tuple(marks[key] for key in keys))
 
 
 def sign_in_attempt_succeeded(attempt: SignInAttempt) -> None:
     """The password was right: the account name starts again from zero; the address only
-    takes this attempt back (one person's success must not clear another's guesses)."""
-    for scope, key in attempt.keys:
+    takes this attempt back (one person's success must not clear another's guesses), with the
+    wait it set and the time it renewed, so that people behind one address who sign in
+    rightly neither lock each other out nor keep its failures from being forgotten."""
+    for (scope, key), (locked_until, before) in zip(attempt.keys, attempt.marks, strict=True):
         rows = SignInFailures.objects.filter(scope=scope, key=key)
         if scope == Scope.ACCOUNT:
             rows.delete()
-        else:
+            continue
+        # Unless a later failure has set a wait and a time of its own since.
+        ours = rows.filter(failures__gt=0, locked_until=locked_until)
+        if not ours.update(
+            failures=F("failures") - 1, locked_until=timezone.now(), last_failure_at=before
+        ):
             rows.filter(failures__gt=0).update(failures=F("failures") - 1)

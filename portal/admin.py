@@ -4,12 +4,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from portal.admin_secrets import SecretFieldsAdmin
 from portal.models import ApiToken
 from portal.tokens import token_revoke
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(SecretFieldsAdmin):
+    secret_fields = ("digest",)
     list_display = [
         "prefix",
         "user",

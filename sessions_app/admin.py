@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
+from portal.admin_secrets import SecretFieldsAdmin
 from sessions_app.admission import round_up_minutes
 from sessions_app.charts import stacked_bar_chart
 from sessions_app.models import Environment, EnvironmentOption, Session
@@ -66,7 +67,8 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(SecretFieldsAdmin):
+    secret_fields = ("spawner_state",)
     list_display = [
         "user",
         "environment",

@@ -20,6 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from accounts_app.ranks import outranks
 from portal.json_values import has_nul
 from suspension_app.mail import format_utc
 from suspension_app.models import LIFT_PERMISSION, RuleEvent, Suspension
@@ -44,6 +45,11 @@ class SuspendForm(forms.ModelForm):
         if user.is_superuser and not getattr(self.staff_member, "is_superuser", False):
             # A suspended superuser cannot reach the admin: only a peer may lock them out.
             raise ValidationError("Only a superuser can suspend a superuser.")
+        if self.staff_member is not None and outranks(user, self.staff_member):
+            # Nor may staff lock out a colleague who holds more than they do.
+            raise ValidationError(
+                "You cannot suspend an account that holds permissions you do not hold."
+            )
         active = suspension_active_for(user)
         if active is not None:
             raise ValidationError(

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts_app.permissions import PortalAccess
+from accounts_app.ranks import outranks
 from portal.api_errors import ApiError, ApiErrorSerializer
 from suspension_app.models import LIFT_PERMISSION, Suspension
 from suspension_app.selectors import suspension_active_for, suspension_by_id, suspensions_filtered
@@ -136,6 +137,13 @@ class SuspensionListView(generics.ListAPIView[Suspension]):
             raise ApiError(
                 status.HTTP_403_FORBIDDEN,
                 "Only a superuser can suspend a superuser.",
+                "permission_denied",
+            )
+        if outranks(user, request.user):
+            # Nor may staff lock out a colleague who holds more than they do.
+            raise ApiError(
+                status.HTTP_403_FORBIDDEN,
+                "You cannot suspend an account that holds permissions you do not hold.",
                 "permission_denied",
             )
         # Only for the status code: the service itself returns the suspension in force.

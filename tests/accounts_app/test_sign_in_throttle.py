@@ -21,6 +21,7 @@ from tests.conftest import PASSWORD, _make_user
 pytestmark = pytest.mark.django_db
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+SIGN_IN_MAX = 900
 
 
 class CountingHasher(MD5PasswordHasher):
@@ -37,7 +38,7 @@ class CountingHasher(MD5PasswordHasher):
 @pytest.fixture
 def person(settings: Any) -> User:
     settings.PASSWORD_HASHERS = ["tests.accounts_app.test_sign_in_throttle.CountingHasher"]
-    settings.SIGN_IN_MAX_WAIT_SECONDS = 900
+    settings.SIGN_IN_MAX_WAIT_SECONDS = SIGN_IN_MAX
     settings.SIGN_IN_ADDRESS_FREE_FAILURES = 20
     user = _make_user("person")
     CountingHasher.calls = 0
@@ -136,6 +137,29 @@ def test_an_address_that_sprays_many_names_waits_for_every_account(
     # Then the sprayer's address waits; the account itself is fine elsewhere
     assert _wait_of(from_sprayer) == 1
     assert from_elsewhere.status_code == 302
+
+
+def test_people_who_sign_in_rightly_do_not_lock_out_their_shared_address(
+    person: User, clock: time_machine.Traveller
+) -> None:
+    # Given an address (a NAT) past its free failures (21 counted: then it waits), its wait over
+    for n in range(25):
+        _sign_in(f"guess-{n}", "wrong")
+    clock.shift(timedelta(seconds=SIGN_IN_MAX))
+    last_failure = SignInFailures.objects.get(scope="address").last_failure_at
+    _make_user("neighbour")
+
+    # When two people behind it sign in with their right passwords in the same second
+    first = _sign_in("person", PASSWORD)
+    second = _sign_in("neighbour", PASSWORD)
+
+    # Then both are in, and the address's failures are not renewed by them
+    assert (first.status_code, second.status_code) == (302, 302)
+    address = SignInFailures.objects.get(scope="address")
+    assert (address.failures, address.last_failure_at) == (21, last_failure)
+    # while one more wrong password from there waits again
+    _sign_in("guess-x", "wrong")
+    assert _wait_of(_sign_in("neighbour", PASSWORD)) == 2
 
 
 def test_made_up_and_real_names_answer_alike(person: User, clock: time_machine.Traveller) -> None:

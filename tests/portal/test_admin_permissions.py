@@ -97,3 +97,13 @@ def test_storage_actions_take_their_own_permission(
     assert (f'value="{action}"' in response.text) == done
     measured = StorageAccount.objects.get(pk=account.pk).scratch_measured_at
     assert (measured is not None) == done
+
+
+def test_the_token_list_refuses_filters_on_the_digest(owner: User, staff: User) -> None:
+    token = _owner_token(owner)
+    client = Client()
+    login_verified(client, staff)
+
+    answer = client.get("/admin/portal/apitoken/", {"digest__startswith": token.digest[:4]})
+
+    assert answer.status_code == 400

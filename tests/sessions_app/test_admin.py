@@ -220,3 +220,20 @@ def test_acceptances_are_read_only_in_the_admin(admin_client: Client, accepted: 
     url = f"/admin/terms_app/termsacceptance/{acceptance.pk}/delete/"
     assert admin_client.post(url, {"post": "yes"}).status_code == 403
     assert TermsAcceptance.objects.filter(pk=acceptance.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    ["spawner_state__token__startswith", "spawner_state__socket__contains", "spawner_state"],
+)
+def test_the_session_list_refuses_filters_that_would_read_a_servers_token(
+    owner: Any, environment: Environment, lookup: str
+) -> None:
+    # A count of results per guessed prefix would read the token one character at a time.
+    _running(owner, environment, spawner_state={"token": "gSDw-secret", "socket": "/run/859e"})
+    client = _staff_with("viewer", "view_session")
+
+    answer = client.get("/admin/sessions_app/session/", {lookup: "gS"})
+
+    assert answer.status_code == 400
+    assert b"gSDw" not in answer.content

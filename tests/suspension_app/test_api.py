@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from sessions_app.models import Environment
 from suspension_app.models import Suspension
 from suspension_app.services import suspension_impose, suspension_lift
+from tests.conftest import login_verified
 from tests.suspension_app.conftest import make_session, suspend_by_rule
 
 pytestmark = pytest.mark.django_db
@@ -288,3 +289,25 @@ def test_the_schema_documents_the_staff_endpoints(staff_api: APIClient) -> None:
     assert set(post["responses"]) >= {"200", "201", "400", "403"}
     parameters = {parameter["name"] for parameter in schema["paths"][LIST]["get"]["parameters"]}
     assert {"active", "user", "page"} <= parameters
+
+
+def test_staff_cannot_suspend_a_colleague_who_holds_more_than_they_do(owner: User) -> None:
+    # Given a clerk who may suspend (only that), and a colleague who may also read sessions
+    def staff_holding(username: str, *codenames: str) -> User:
+        user = User.objects.create_user(username, is_staff=True)
+        user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+        return user
+
+    clerk = staff_holding("clerk", "add_suspension", "view_suspension")
+    colleague = staff_holding("colleague", "view_session")
+    client = APIClient()
+    login_verified(client, clerk)
+
+    # When the clerk suspends the colleague, then an ordinary user
+    refused = client.post(LIST, {"user": "colleague", "reason": "Locked out."}, format="json")
+    allowed = client.post(LIST, {"user": owner.username, "reason": "Spam."}, format="json")
+
+    # Then only the ordinary user is suspended
+    assert (refused.status_code, refused.json()["code"]) == (403, "permission_denied")
+    assert allowed.status_code == 201
+    assert not Suspension.objects.filter(user=colleague).exists()

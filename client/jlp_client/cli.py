@@ -175,9 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_login(args: argparse.Namespace) -> int:
     stored = load_stored()
-    url = args.url or os.environ.get("JLP_URL") or stored.url or _ask("Portal URL: ")
+    url = args.url or os.environ.get("JLP_URL") or stored.url
+    if not url and sys.stdin.isatty():
+        url = _ask("Portal URL: ")
     if not url:
-        raise UsageError("no portal URL given")
+        # A piped stdin carries the token (`pass show portal | jlp login`), never the URL.
+        raise UsageError("no portal URL given: use 'jlp login --url URL' (or set JLP_URL)")
     client_url = portal_url(url)
     token = _ask_secret(f"API token (make one at {client_url}/account/): ")
     if not token:

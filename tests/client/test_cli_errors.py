@@ -44,6 +44,16 @@ def test_a_refused_token_is_not_stored_and_exits_3(jlp: Jlp, portal_url: str, ow
     assert not jlp.config_file.exists()
 
 
+def test_a_piped_token_without_a_url_is_never_taken_for_the_url(jlp: Jlp, token: str) -> None:
+    # when a script pipes the token in but names no portal
+    ran = jlp("login", stdin=f"{token}\n")
+    # then it is told how to name one, and nothing is stored
+    assert ran.code == 2
+    assert "jlp login --url URL" in ran.err
+    assert token not in ran.err
+    assert not jlp.config_file.exists()
+
+
 def test_a_token_revoked_after_login_exits_3_on_the_next_command(
     jlp: Jlp, portal_url: str, token: str
 ) -> None:

@@ -32,6 +32,12 @@ _RETRY_AFTER = {
         "description": "Seconds to wait before trying again.",
     }
 }
+_LOCATION = {
+    "Location": {
+        "schema": {"type": "string"},
+        "description": "The address of what was created (every 201 under /api/ has one).",
+    }
+}
 _WWW_AUTHENTICATE = {
     "WWW-Authenticate": {
         "schema": {"type": "string"},
@@ -66,6 +72,8 @@ DESCRIPTIONS = {
     "provider could not check a token: try again after `Retry-After` seconds.",
 }
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+# Statuses whose generic causes a view's own description does not list.
+_ALSO_GENERIC = ("400", "403")
 
 
 def _description(status: str) -> str:
@@ -101,6 +109,11 @@ class AutoSchema(openapi.AutoSchema):
         for status, response in responses.items():
             if not response.get("description"):
                 response["description"] = _description(status)
+            elif status in _ALSO_GENERIC and _description(status) not in response["description"]:
+                # The view's own codes, then what the layers around every view answer too.
+                response["description"] += " Also, as everywhere: " + _description(status)
+        if "201" in responses:
+            responses["201"].setdefault("headers", {}).update(_LOCATION)
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 

@@ -102,3 +102,20 @@ def test_the_document_generated_offline_names_the_public_address(
 
     document = yaml.safe_load(target.read_text())
     assert document["servers"][0]["url"] == "https://portal.example.org"
+
+
+def test_every_201_names_its_location_and_a_views_own_403_keeps_the_generic_causes(
+    schema: dict[str, Any],
+) -> None:
+    created = [
+        (path, method, operation["responses"]["201"])
+        for path, method, operation in _operations(schema)
+        if "201" in operation["responses"]
+    ]
+    assert created
+    for path, method, response in created:
+        assert "Location" in response.get("headers", {}), f"{method.upper()} {path}"
+    launch = schema["paths"]["/api/v1/session/"]["post"]["responses"]
+    assert "terms_not_accepted" in launch["403"]["description"]
+    assert "suspended" in launch["403"]["description"]
+    assert "too_deep" in launch["400"]["description"]

@@ -24,6 +24,7 @@ from sessions_app.services import sessions_expire_overdue
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.kube import KubernetesSpawner
 from sessions_app.spawners.kube_objects import label_value, session_name
+from sessions_app.worker_steps import ServerWatchStep
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.kubelet import Kubelet
 from tests.sessions_app.lifecycle import in_state, wait_for
@@ -155,12 +156,21 @@ def test_expiry_stops_the_pod(
 
 
 def test_a_pod_ended_by_its_deadline_closes_the_session_as_expired(
-    flow: User, api: APIClient, kube_server: FakeApiServer, kubelet: Kubelet
+    flow: User,
+    api: APIClient,
+    kube_server: FakeApiServer,
+    kubelet: Kubelet,
+    celery_worker: Any,
 ) -> None:
     kubelet.auto(delay=0.05)
     session_id = _launch(api)
     wait_for(session_id, in_state(Session.State.RUNNING), timeout=60)
     kubelet.stop()
+    # No worker watches the pods any more (else its watch, not the reconcile, would close it).
+    watching = [step for step in celery_worker.steps if isinstance(step, ServerWatchStep)]
+    assert watching
+    for step in watching:
+        step.stop(celery_worker)
     # Every portal process was down at the deadline; the cluster ended the pod on its own.
     kubelet.deadline_exceeded(session_name(flow.username, session_id))
 

@@ -9,6 +9,7 @@ policy follows the configuration as it is, not as it was when the settings modul
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from csp.middleware import CSPMiddleware, PolicyParts
@@ -37,3 +38,12 @@ class PortalCSPMiddleware(CSPMiddleware):
             update["form-action"] = [*(update.get("form-action") or []), *origins]
             parts.update = update
         return parts
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        # The policy comes from the settings and the request alone (no database, no I/O), so
+        # the async chain (the waiting views) builds it on the event loop: MiddlewareMixin would
+        # hop to Django's one sync thread twice per answer, and a wave of long polls woken
+        # together would queue there.
+        self.process_request(request)
+        response = await self.get_response(request)  # type: ignore[misc]  # async chain
+        return self.process_response(request, response)

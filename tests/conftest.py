@@ -4,6 +4,7 @@ environment and terms that the data migrations create; and a real Celery worker.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,17 @@ def _no_request_rates(settings: Any) -> None:
     before): off unless a test sets them (tests/portal/test_throttles.py)."""
     settings.API_THROTTLE_USER = "off"
     settings.API_THROTTLE_ADDRESS = "off"
+
+
+@pytest.fixture(autouse=True)
+def _umask_kept() -> Iterator[None]:
+    """Every test ends with the run's umask: importing the web's entry points (portal/asgi.py,
+    wsgi.py) sets the portal's private one (077) in the process, and the tests after would
+    make their folders private (a session account could not read the library they plant)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
 
 
 @pytest.fixture(autouse=True)

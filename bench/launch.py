@@ -210,8 +210,13 @@ class Bench:
         first = self.clients[self.names[0]]
         # Through nginx: the router and the web behind it both answer.
         wait_until(lambda: answers(first, self.api("terms/current/")), "portal (router)", 90)
-        log = self.var / "runportal.log"
-        wait_until(lambda: " ready." in log.read_text(errors="replace"), "Celery worker", 90)
+        # The workers log to var/log/ (runportal keeps its terminal for the banner).
+        log = self.var / "log" / "worker-spawn.log"
+        wait_until(
+            lambda: log.exists() and " ready." in log.read_text(errors="replace"),
+            "Celery worker",
+            90,
+        )
         for client in self.clients.values():
             terms = client.get(self.api("terms/current/"), timeout=10).json()
             if not terms["accepted"]:

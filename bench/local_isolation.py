@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=5, help="JupyterLab launches per mode")
     add_output_arguments(parser)
     args = parser.parse_args()
-    problem = multi_user_problem(IsolationConfig())
+    problem = multi_user_problem()
     if problem:
         sys.exit(f"needs multi-user isolation: {problem}")
     stop_on_signals()

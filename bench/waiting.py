@@ -269,9 +269,14 @@ class Bench:
         command = [sys.executable, "manage.py", "runportal", "--host", "127.0.0.1",
                    "--port", str(self.args.port)]  # fmt: skip
         self.portal = start(command, self.var / "runportal.log", cwd=ROOT, env=env)
-        log = self.var / "runportal.log"
+        # The workers log to var/log/ (runportal keeps its terminal for the banner).
+        log = self.var / "log" / "worker-spawn.log"
         until(lambda: self.answers("/healthz"), "the portal through nginx", 120)
-        until(lambda: " ready." in log.read_text(errors="replace"), "the Celery worker", 120)
+        until(
+            lambda: log.exists() and " ready." in log.read_text(errors="replace"),
+            "the Celery worker",
+            120,
+        )
         web = self.web_processes()
         self.results["web_command"] = " ".join(
             Path(part).name if i == 0 else part for i, part in enumerate(web[0].cmdline())

@@ -7,7 +7,9 @@ An error can be answered at three depths, and each answers in the same shape und
 - outside one (a path that names no endpoint, a malformed path parameter, a body over
   ``DATA_UPLOAD_MAX_MEMORY_SIZE`` met before the view, an unexpected exception): Django's error
   handlers, :func:`bad_request`, :func:`permission_denied`, :func:`page_not_found` and
-  :func:`server_error` (``portal.urls``), which keep the pages' HTML outside ``/api/``;
+  :func:`server_error` (``portal.urls``), which keep the pages' HTML outside ``/api/``: the
+  portal's own ``templates/400.html``, ``403.html``, ``404.html`` and ``500.html`` (400 and 500
+  are rendered without the request, so they extend ``error_standalone.html``, not ``base.html``);
 - anything else that still answers an API request with a page (a 405 from
   ``require_GET``, a middleware's refusal): ``portal.api_middleware.ApiMiddleware`` rewrites it.
 """
@@ -24,6 +26,8 @@ from django.views import defaults
 from rest_framework import exceptions, serializers
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
+
+from portal.errors import ServiceError
 
 #: The stable code of an error answered outside DRF's handler, by status.
 STATUS_CODES = {
@@ -96,6 +100,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = ApiError(413, TOO_LARGE, "too_large")
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, ServiceError):
+        exc = service_error(exc)
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
@@ -120,6 +126,15 @@ class ApiError(exceptions.APIException):
     def __init__(self, status_code: int, detail: str, code: str) -> None:
         self.status_code = status_code
         super().__init__(detail={"detail": detail, "code": code})
+
+
+def service_error(exc: ServiceError) -> ApiError:
+    """The API's answer to a service's refusal (:mod:`portal.errors`): its status, detail and
+    code, and ``Retry-After`` when it says when to try again."""
+    error = ApiError(exc.status, exc.detail, exc.code)
+    # DRF's handler turns ``wait`` into the Retry-After header.
+    error.wait = exc.retry_after  # type: ignore[attr-defined]
+    return error
 
 
 class ApiErrorSerializer(serializers.Serializer[Any]):

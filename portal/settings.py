@@ -3,22 +3,28 @@
 Unset, the variables give the embedded default: SQLite, a Celery broker that runportal starts
 itself (a redis-server on a Unix socket in var/; a real worker and beat), the local spawner and
 local accounts.
+
+Past the ~500 lines of the other modules, on purpose: Django reads one settings module, and
+this one is a flat list of reads, one section per concern (database, identity, API, Celery,
+sessions, cache, storage, suspension), most of its lines the comments that say what a value is
+for. Checks that need more than a typed reader live beside what they configure (the Kubernetes
+settings: ``sessions_app.spawners.kube_settings``); the typed readers are ``portal.env``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 import ipaddress
 import os
 import secrets
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 from kombu import Exchange, Queue
 
 from portal.env import (
@@ -555,6 +561,7 @@ LOCAL_ROUTER_RUN_DIR = Path(
 
 # The Kubernetes back-end (SPAWNER=kubernetes): one pod per session in KUBE_NAMESPACE, reached
 # through a per-session Ingress under the portal's host (see docs/architecture.md, "Routing").
+# Read here; checked beside the spawner when the app starts (spawners/kube_settings.py).
 KUBE_CONFIG_FILE = env_str("KUBE_CONFIG_FILE")  # empty: the worker's in-cluster service account
 KUBE_NAMESPACE = env_str("KUBE_NAMESPACE", "jupyter-sessions")
 KUBE_PUBLIC_URL = env_str("KUBE_PUBLIC_URL").rstrip("/")
@@ -573,88 +580,6 @@ KUBE_UNSCHEDULABLE_SECONDS = env_int("KUBE_UNSCHEDULABLE_SECONDS", 90, minimum=1
 KUBE_REQUEST_TIMEOUT_SECONDS = env_float("KUBE_REQUEST_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 KUBE_RETRIES = env_int("KUBE_RETRIES", 4, minimum=0)
 
-
-def _kube_checked() -> None:
-    # Imported here: the builders import the kubernetes client, which the settings need only
-    # for this check.
-    from kubernetes.utils import parse_quantity
-
-    from sessions_app.spawners.kube_objects import (
-        is_dns_label,
-        is_dns_subdomain,
-        parse_cidrs,
-        parse_labels,
-    )
-
-    names = (
-        ("KUBE_NAMESPACE", KUBE_NAMESPACE),
-        ("KUBE_SCRATCH_CLAIM", KUBE_SCRATCH_CLAIM),
-        ("KUBE_ROUTER_NAMESPACE", KUBE_ROUTER_NAMESPACE),
-    )
-    for name, value in names:
-        if not is_dns_label(value):
-            raise ImproperlyConfigured(
-                f"{name} must be a Kubernetes name (a DNS label), got {value!r}"
-            )
-    classes = (
-        ("KUBE_INGRESS_CLASS", KUBE_INGRESS_CLASS),
-        ("KUBE_HOME_STORAGE_CLASS", KUBE_HOME_STORAGE_CLASS),
-    )
-    for name, value in classes:
-        if value and not is_dns_subdomain(value):
-            raise ImproperlyConfigured(
-                f"{name} must be empty or a Kubernetes object name, got {value!r}"
-            )
-    try:
-        if parse_quantity(KUBE_HOME_SIZE) <= 0:
-            raise ValueError
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"KUBE_HOME_SIZE must be a positive quantity such as 1Gi, got {KUBE_HOME_SIZE!r}"
-        ) from None
-    checks: list[tuple[str, Callable[[], object]]] = [
-        ("KUBE_EGRESS_ALLOW_CIDRS", lambda: parse_cidrs(KUBE_EGRESS_ALLOW_CIDRS)),
-        ("KUBE_ROUTER_POD_LABELS", lambda: parse_labels(KUBE_ROUTER_POD_LABELS)),
-    ]
-    for name, check in checks:
-        try:
-            check()
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"{name}: {exc}") from None
-    for name, url in (("KUBE_PUBLIC_URL", KUBE_PUBLIC_URL), ("KUBE_AUTH_URL", KUBE_AUTH_URL)):
-        if url and not url.startswith(("http://", "https://")):
-            raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {url!r}")
-    # Without these, a session's route would catch every host, be picked up by any controller
-    # (one that ignores the forward-auth), or let any pod of the router namespace in.
-    required = (
-        ("KUBE_PUBLIC_URL", KUBE_PUBLIC_URL),
-        ("KUBE_INGRESS_CLASS", KUBE_INGRESS_CLASS),
-        ("KUBE_ROUTER_POD_LABELS", KUBE_ROUTER_POD_LABELS),
-    )
-    for name, value in required:
-        if not value.strip():
-            raise ImproperlyConfigured(f"{name} must be set when SPAWNER=kubernetes")
-    if KUBE_UNSCHEDULABLE_SECONDS >= SPAWN_TIMEOUT_SECONDS:
-        # Otherwise the spawn timeout always comes first and nobody learns there was no room.
-        raise ImproperlyConfigured(
-            f"KUBE_UNSCHEDULABLE_SECONDS ({KUBE_UNSCHEDULABLE_SECONDS}) must be less than "
-            f"SPAWN_TIMEOUT_SECONDS ({SPAWN_TIMEOUT_SECONDS})"
-        )
-    public = urlsplit(KUBE_PUBLIC_URL)
-    if public.scheme != "https" or public.path or public.query or public.username:
-        raise ImproperlyConfigured(
-            f"KUBE_PUBLIC_URL must be https://<host> (no path), got {KUBE_PUBLIC_URL!r}"
-        )
-    host = urlsplit(KUBE_PUBLIC_URL).hostname or ""
-    if host and (not is_dns_subdomain(host) or host.replace(".", "").isdigit()):
-        # It becomes the host of every session's Ingress rule, which takes names only.
-        raise ImproperlyConfigured(
-            f"KUBE_PUBLIC_URL must name its host (not an IP address), got {KUBE_PUBLIC_URL!r}"
-        )
-
-
-if SPAWNER == "kubernetes":
-    _kube_checked()
 
 # --- Cache -------------------------------------------------------------------------------------
 
@@ -747,14 +672,22 @@ if (
 SUSPENSION_SCRATCH_VIOLATIONS = env_int("SUSPENSION_SCRATCH_VIOLATIONS", 3, minimum=1)
 SUSPENSION_SCRATCH_WINDOW_HOURS = env_int("SUSPENSION_SCRATCH_WINDOW_HOURS", 24, minimum=1)
 SUSPENSION_CIRCUMVENTION_EVENTS = env_int("SUSPENSION_CIRCUMVENTION_EVENTS", 1, minimum=1)
-# Shown and e-mailed to a suspended user after "To appeal, contact …".
-SUSPENSION_APPEAL_CONTACT = env_str(
-    "SUSPENSION_APPEAL_CONTACT", "the service desk at the address on the service page"
-)
 
 # E-mail to users (suspension, reinstatement). EMAIL_BACKEND is read above; these apply to the
 # SMTP back-end (django.core.mail.backends.smtp.EmailBackend).
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+# Where a suspended user appeals: an e-mail address, shown as a mailto: link on the suspended
+# page and written in the suspension mail. By default the address the portal's mail comes from.
+SUSPENSION_APPEAL_CONTACT = (
+    env_str("SUSPENSION_APPEAL_CONTACT") or email.utils.parseaddr(DEFAULT_FROM_EMAIL)[1]
+)
+try:
+    validate_email(SUSPENSION_APPEAL_CONTACT)
+except ValidationError:
+    raise ImproperlyConfigured(
+        "SUSPENSION_APPEAL_CONTACT must be an e-mail address (suspended users write to it), "
+        f"got {SUSPENSION_APPEAL_CONTACT!r}"
+    ) from None
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")

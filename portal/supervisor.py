@@ -7,6 +7,10 @@ goes). A child that dies is restarted after a back-off that doubles with each qu
 a cap; one that ran for a while starts again from the shortest delay. A child that dies takes
 what it started with it (its process group: a gunicorn master's workers), and the other children
 run on. Only a stop request (Ctrl+C, SIGTERM) ends the supervisor, and then every child.
+
+A child with a ``log`` writes its output (stdout and stderr) to that file of its own, appended
+to and created 0600 in a 0700 folder; the supervisor's line about its death carries the last
+lines of it, so that what made a process fail is where the operator looks.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from portal.private_files import FILE_MODE, make_private_dir
 
 logger = logging.getLogger("portal.supervisor")
 
@@ -43,6 +49,8 @@ class Child:
     ready: Callable[[], bool] | None = None
     ready_timeout: float = 10.0
     stop_signal: int = signal.SIGTERM
+    # Where the child's stdout and stderr go (appended); None: the supervisor's own.
+    log: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,28 @@ def end_group(leader: int) -> None:
     """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(leader, signal.SIGKILL)
+
+
+def open_log(path: Path) -> int:
+    """A descriptor appending to ``path``, made 0600 (in a 0700 folder) if it is new: opened
+    again at each start, so a log moved away (rotated) is started afresh."""
+    make_private_dir(path.parent)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
+
+
+def log_tail(path: Path | None, lines: int = 5, limit: int = 4096) -> str:
+    """The last ``lines`` lines of ``path`` (from its last ``limit`` bytes), indented; empty
+    without a log."""
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - limit))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    last = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "".join(f"\n    {line}" for line in last)
 
 
 def _die_with_parent() -> None:
@@ -148,9 +178,11 @@ class Supervisor:
                 slot.failures = self.backoff.failures_after(slot.failures, ran_for)
                 delay = self.backoff.delay(slot.failures)
                 slot.process, slot.restart_at = None, now + delay
+                tail = log_tail(slot.child.log)
                 logger.error(
-                    "%s (pid %s) ended with %s after %.1f s; restarting in %.1f s",
+                    "%s (pid %s) ended with %s after %.1f s; restarting in %.1f s%s",
                     name, process.pid, describe_exit(process.returncode), ran_for, delay,
+                    f"; the end of {slot.child.log}:{tail}" if tail else "",
                 )  # fmt: skip
             if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
                 slot.restarts += 1
@@ -197,14 +229,19 @@ class Supervisor:
         slot = self._slots[name]
         child = slot.child
         slot.started_at, slot.restart_at = self.clock(), None
+        output: int | None = None
         try:
             if child.prepare is not None:
                 child.prepare()
+            if child.log is not None:
+                output = open_log(child.log)
             slot.process = subprocess.Popen(
                 list(child.command),
                 cwd=self.cwd,
                 env={**os.environ, **(child.env or {})},
                 stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=None if output is None else subprocess.STDOUT,
                 # A group of its own: Ctrl+C in the terminal reaches the supervisor alone, which
                 # then stops the children in order.
                 process_group=0,
@@ -216,6 +253,9 @@ class Supervisor:
             slot.process, slot.restart_at = None, self.clock() + delay
             logger.error("%s could not start: %s; retrying in %.1f s", name, exc, delay)
             return
+        finally:
+            if output is not None:
+                os.close(output)  # the child has its own copy
         logger.info("%s started (pid %s)", name, slot.process.pid)
 
     def _wait_ready(self, name: str) -> None:

@@ -63,6 +63,22 @@ class EnvironmentAdmin(admin.ModelAdmin):
         ),
         ("Who may launch it", {"fields": ["allowed_groups"]}),
         ("Back-end", {"fields": ["image", "priority_class_name", "command"]}),
+        (
+            "Kubernetes extras",
+            {
+                "classes": ["collapse"],
+                "description": "Added to every pod of this environment, checked against the "
+                "Kubernetes API schemas (docs/deployment.md: a GPU node pool, a data share).",
+                "fields": [
+                    "kube_node_selector",
+                    "kube_tolerations",
+                    "kube_image_pull_secrets",
+                    "kube_volumes",
+                    "kube_volume_mounts",
+                    "kube_env",
+                ],
+            },
+        ),
     ]
 
 

@@ -62,9 +62,6 @@ class Capacity:
     pool_cpus: float = math.inf
     pool_memory_mb: float = math.inf
 
-    def fits(self, entry: QueueEntry) -> bool:
-        return self.pool_fits(entry) and self.environment_fits(entry)
-
     def pool_fits(self, entry: QueueEntry) -> bool:
         return entry.cpus <= self.cpus and entry.memory_mb <= self.memory_mb
 

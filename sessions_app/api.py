@@ -26,19 +26,12 @@ from sessions_app.selectors import (
 from sessions_app.serializers import (
     EnvironmentSerializer,
     LaunchSerializer,
+    SessionHistorySerializer,
     SessionListQuerySerializer,
     SessionQuerySerializer,
     SessionSerializer,
 )
-from sessions_app.services import LaunchError, session_launch, session_request_stop
-
-_LAUNCH_ERROR_STATUS = {
-    "terms_not_accepted": status.HTTP_403_FORBIDDEN,
-    "suspended": status.HTTP_403_FORBIDDEN,
-    "unknown_environment": status.HTTP_400_BAD_REQUEST,
-    "invalid_options": status.HTTP_400_BAD_REQUEST,
-    "still_stopping": status.HTTP_409_CONFLICT,
-}
+from sessions_app.services import session_launch, session_request_stop
 
 
 def _user(request: Request) -> AbstractBaseUser:
@@ -48,15 +41,6 @@ def _user(request: Request) -> AbstractBaseUser:
 
 def no_active_session() -> ApiError:
     return ApiError(status.HTTP_404_NOT_FOUND, "You have no active session.", "no_active_session")
-
-
-def _launch_error(exc: LaunchError) -> ApiError:
-    error = ApiError(
-        _LAUNCH_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
-    )
-    # DRF's handler turns ``wait`` into the Retry-After header.
-    error.wait = exc.retry_after  # type: ignore[attr-defined]
-    return error
 
 
 def session_location(request: Request, session: Session) -> str:
@@ -160,14 +144,12 @@ class SessionView(APIView):
         """
         serializer = LaunchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            result = session_launch(
-                user=_user(request),
-                environment_slug=serializer.validated_data["environment"],
-                options=serializer.validated_data.get("options"),
-            )
-        except LaunchError as exc:
-            raise _launch_error(exc) from None
+        # A LaunchError rises to the API's error handler (portal.api_errors).
+        result = session_launch(
+            user=_user(request),
+            environment_slug=serializer.validated_data["environment"],
+            options=serializer.validated_data.get("options"),
+        )
         if not result.created:
             return Response(SessionSerializer(result.session).data)
         return Response(
@@ -206,7 +188,7 @@ class SessionView(APIView):
     get=extend_schema(
         parameters=[SessionListQuerySerializer],
         responses={
-            200: SessionSerializer(many=True),
+            200: SessionHistorySerializer(many=True),
             400: OpenApiResponse(
                 ApiErrorSerializer,
                 description="``invalid``: an unknown ``state``, or a ``page_size`` out of range.",
@@ -217,10 +199,11 @@ class SessionView(APIView):
     )
 )
 class SessionHistoryView(generics.ListAPIView[Session]):
-    """The caller's sessions, newest first and paginated, each with its state and reason
+    """The caller's sessions, newest first and paginated, each with its state and reason, how
+    it ended in words, why a failure failed, its server log's last lines and how long it ran
     (``?state=`` only those in one state)."""
 
-    serializer_class = SessionSerializer
+    serializer_class = SessionHistorySerializer
 
     def get_queryset(self) -> QuerySet[Session]:
         query = SessionListQuerySerializer(data=self.request.query_params)
@@ -233,7 +216,7 @@ class SessionDetailView(APIView):
 
     @extend_schema(
         responses={
-            200: SessionSerializer,
+            200: SessionHistorySerializer,
             404: OpenApiResponse(
                 ApiErrorSerializer,
                 description="``session_not_found``: no such session of the caller's (another "
@@ -244,11 +227,13 @@ class SessionDetailView(APIView):
     )
     def get(self, request: Request, session_id: UUID) -> Response:
         """The session with its state; once ended, how (``state`` ``stopped``, ``expired`` or
-        ``failed``), why (``reason``, and ``message`` in words) and when (``ended_at``)."""
+        ``failed``; ``ended_how`` in words), why (``reason``, ``reason_label``, and ``message``;
+        for a failure ``failure_detail`` and the last lines of its server's log, ``log_tail``),
+        when (``ended_at``) and how long it ran (``duration_seconds``)."""
         session = session_of_user(_user(request), session_id)
         if session is None:
             # Not even the id echoed: the answer is the same for another person's session.
             raise ApiError(
                 status.HTTP_404_NOT_FOUND, "You have no such session.", "session_not_found"
             )
-        return Response(SessionSerializer(session).data)
+        return Response(SessionHistorySerializer(session).data)

@@ -19,11 +19,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts_app.permissions import PortalAccess
-from portal.api_errors import ApiError, ApiErrorSerializer
+from portal.api_errors import ApiErrorSerializer
 from portal.api_staff import StaffMay
 from sessions_app import api_admin_examples as examples
 from sessions_app.models import Session
-from sessions_app.queue_changes import QueueError, queue_move, queue_remove
+from sessions_app.queue_changes import queue_move, queue_remove
 from sessions_app.selectors import queue_overview, sessions_filtered
 from sessions_app.serializers import (
     AdminSessionQuerySerializer,
@@ -33,28 +33,16 @@ from sessions_app.serializers import (
     UsageQuerySerializer,
     UsageSerializer,
 )
-from sessions_app.staff_stop import StaffStopError, session_stop_by_staff
+from sessions_app.staff_stop import session_stop_by_staff
 from sessions_app.usage import usage_range, usage_report
 
 VIEW_PERMISSION = "sessions_app.view_session"
 CHANGE_PERMISSION = "sessions_app.change_session"
 
-_QUEUE_ERROR_STATUS = {"not_queued": status.HTTP_404_NOT_FOUND}
-_STOP_ERROR_STATUS = {
-    "session_not_found": status.HTTP_404_NOT_FOUND,
-    "session_ended": status.HTTP_409_CONFLICT,
-}
-
 
 def _staff(request: Request) -> AbstractBaseUser:
     # IsAdminUser has let only staff reach the views.
     return cast(AbstractBaseUser, request.user)
-
-
-def _api_error(exc: QueueError) -> ApiError:
-    return ApiError(
-        _QUEUE_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
-    )
 
 
 def _queue_answer() -> Response:
@@ -142,12 +130,7 @@ class AdminSessionStopView(APIView):
     def post(self, request: Request, session_id: UUID) -> Response:
         """Stop the session as staff (its owner sees "stopped by staff"); recorded in the
         admin's history of the session. A session already stopping answers 202 as it is."""
-        try:
-            session = session_stop_by_staff(str(session_id), by=_staff(request))
-        except StaffStopError as exc:
-            raise ApiError(
-                _STOP_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
-            ) from None
+        session = session_stop_by_staff(str(session_id), by=_staff(request))
         return Response(AdminSessionSerializer(session).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -217,10 +200,7 @@ class QueueEntryView(APIView):
 
         Errors: 404 ``not_queued`` when it is not waiting (unknown, ended, admitted or
         running)."""
-        try:
-            queue_remove(str(session_id), by=_staff(request))
-        except QueueError as exc:
-            raise _api_error(exc) from None
+        queue_remove(str(session_id), by=_staff(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -256,8 +236,5 @@ class QueueMoveView(APIView):
         is not waiting."""
         serializer = QueueMoveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            queue_move(str(session_id), serializer.validated_data["steps"], by=_staff(request))
-        except QueueError as exc:
-            raise _api_error(exc) from None
+        queue_move(str(session_id), serializer.validated_data["steps"], by=_staff(request))
         return _queue_answer()

@@ -16,9 +16,12 @@ _ID = "0b6f3f4e-3c1d-4a43-9a55-3e1f0a7c2d11"
 _SESSION: dict[str, Any] = {
     "id": _ID,
     "state": "queued",
+    "phase": "queued",
+    "state_label": "queued",
     "environment": "ecmwf-dss",
     "options": {},
     "created_at": "2026-03-02T09:00:00Z",
+    "admitted_at": None,
     "started_at": None,
     "expires_at": None,
     "ended_at": None,
@@ -40,6 +43,9 @@ QUEUED = {
 RUNNING = {
     **_SESSION,
     "state": "running",
+    "phase": "running",
+    "state_label": "running",
+    "admitted_at": "2026-03-02T09:00:01Z",
     "started_at": "2026-03-02T09:00:40Z",
     "expires_at": "2026-03-02T14:00:40Z",
     "remaining_seconds": 17940,
@@ -50,6 +56,8 @@ RUNNING = {
 STOPPING = {
     **RUNNING,
     "state": "stopping",
+    "phase": "stopping",
+    "state_label": "stopping",
     "url": None,
     "message": "Stopping the server.",
     "reason": "user_stopped",
@@ -57,6 +65,8 @@ STOPPING = {
 FAILED = {
     **_SESSION,
     "state": "failed",
+    "phase": "failed",
+    "state_label": "failed",
     "ended_at": "2026-03-02T09:02:10Z",
     "message": "The server could not be started: the image could not be pulled.",
     "reason": "backend_error",
@@ -64,6 +74,8 @@ FAILED = {
 STOPPED = {
     **RUNNING,
     "state": "stopped",
+    "phase": "stopped",
+    "state_label": "stopped",
     "ended_at": "2026-03-02T10:12:00Z",
     "remaining_seconds": None,
     "url": None,
@@ -131,15 +143,39 @@ SESSION_LAUNCH = [
 
 SESSION_STOP = [_session("Stopping", STOPPING, "202"), NO_ACTIVE_SESSION]
 
+# The history's answers add how it ended, why and the log's last lines (SessionHistorySerializer).
+HISTORY_FAILED = {
+    **FAILED,
+    "message": "The server could not be started: The server stopped unexpectedly: it exited "
+    "with code 1.",
+    "reason_label": "the server could not be started",
+    "ended_how": "The server could not be started",
+    "failure_detail": "The server could not be started: The server stopped unexpectedly: it "
+    "exited with code 1.",
+    "log_tail": [
+        "[I 2026-03-02 09:02:08 ServerApp] Loading IPython parallel extension",
+        "ModuleNotFoundError: No module named 'ipyparallel'",
+    ],
+    "duration_seconds": None,
+}
+HISTORY_STOPPED = {
+    **STOPPED,
+    "reason_label": "stopped by the user",
+    "ended_how": "Stopped by the user",
+    "failure_detail": None,
+    "log_tail": ["[I 2026-03-02 10:11:58 ServerApp] Saving file at /work/analysis.ipynb"],
+    "duration_seconds": 4280,
+}
+
 SESSION_DETAIL = [
-    _session("Failed", FAILED, "200"),
-    _session("Stopped", STOPPED, "200"),
+    _session("Failed", HISTORY_FAILED, "200"),
+    _session("Stopped", HISTORY_STOPPED, "200"),
     _error("Not found", "404", "You have no such session.", "session_not_found"),
 ]
 
 # A list's example is one item: drf-spectacular puts it in a page of the list.
 SESSION_LIST = [
-    _session("History", STOPPED, "200"),
+    _session("History", HISTORY_STOPPED, "200"),
     _error("Unknown state", "400", 'state: "sleeping" is not a valid choice.', "invalid"),
 ]
 

@@ -11,7 +11,13 @@ class SessionsAppConfig(AppConfig):
         from django.conf import settings
 
         from portal.health import register_readiness
+        from sessions_app import receivers  # noqa: F401  (a suspension stops the session)
 
+        if settings.SPAWNER == "kubernetes":
+            # A KUBE_* value the cluster would refuse stops every process at start, naming it.
+            from sessions_app.spawners.kube_settings import check_kube_settings
+
+            check_kube_settings(settings)
         if settings.SPAWNER == "local":
             register_readiness("isolation", _isolation_readiness)
             register_readiness("session_software", _software_readiness)

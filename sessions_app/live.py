@@ -212,7 +212,7 @@ async def _long_poll(request: HttpRequest) -> HttpResponse:
 
 def _page_status(user: AbstractBaseUser) -> tuple[str, dict[str, Any]]:
     """What the page shows now: ``status`` (the JSON of /session/status/), ``none`` (no session
-    at all) or ``refused`` (suspended or no longer admitted: the page reloads to say why)."""
+    at all) or ``refused`` (suspended or no longer admitted: the page shows ``detail``)."""
     refusal = access_refusal(user)
     if refusal is not None:
         return "refused", {"detail": refusal.message, "code": refusal.code}
@@ -269,6 +269,9 @@ async def _stream(
                     return
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    # A planned end, not a failure: the page opens the next stream at once
+                    # (an "error" would show "reconnecting" and ask the status call first).
+                    yield _event("reconnect", {"detail": "Open the stream again."})
                     return
                 if not await hub.wait(changed, min(HEARTBEAT_SECONDS, remaining)):
                     yield ": keep-alive\n\n"
@@ -288,10 +291,13 @@ async def _stream(
 @never_cache
 async def session_events_stream(request: HttpRequest) -> StreamingHttpResponse:
     """Server-sent events of the user's session: one ``status`` event (the JSON of
-    /session/status/) at once and one at each change, ``refused`` or ``none`` when there is
-    nothing to follow (the page reloads), keep-alive comments in between; ``unavailable`` (the
-    API's 503 body) when the database goes away meanwhile. The stream ends after
-    ``STREAM_SECONDS``; the browser reconnects and passes the page's checks again."""
+    /session/status/) at once and one at each change, ending after one that is no longer
+    active; ``refused`` (suspended or no longer admitted: ``detail`` says why, the page shows
+    it) or ``none`` (no session at all) when there is nothing to follow; keep-alive comments in
+    between; ``unavailable`` (the API's 503 body) when the database goes away meanwhile;
+    ``busy`` when the person has too many waits open. After ``STREAM_SECONDS`` the stream
+    ends with ``reconnect``: the page opens the next one, which passes the page's checks
+    again."""
     user = await request.auser()
     assert isinstance(user, AbstractBaseUser)
     # The page's checks (middleware) used a connection: the stream must not keep it.

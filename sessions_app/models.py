@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -63,6 +64,47 @@ class Environment(models.Model):
         help_text='Server command as a JSON list (local back-end), e.g. ["jupyter-lab"]. '
         "Empty means jupyter-lab.",
     )
+    # Kubernetes extras of its pods (sessions_app/spawners/kube_extras.py; docs/deployment.md).
+    kube_node_selector = models.JSONField(
+        "node selector",
+        default=dict,
+        blank=True,
+        help_text='Node labels its pods need, as a JSON object, e.g. {"pool": "gpu"}.',
+    )
+    kube_tolerations = models.JSONField(
+        "tolerations",
+        default=list,
+        blank=True,
+        help_text="Taints its pods tolerate, as a JSON list of pod-spec tolerations, e.g. "
+        '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].',
+    )
+    kube_image_pull_secrets = models.JSONField(
+        "image pull secrets",
+        default=list,
+        blank=True,
+        help_text='Secrets (in the sessions\' namespace) for a private registry, e.g. ["ghcr"].',
+    )
+    kube_volumes = models.JSONField(
+        "extra volumes",
+        default=list,
+        blank=True,
+        help_text="Data shares, as a JSON list of pod-spec volumes (persistentVolumeClaim, "
+        "configMap, secret, csi…), e.g. "
+        '[{"name": "era5", "persistentVolumeClaim": {"claimName": "era5", "readOnly": true}}].',
+    )
+    kube_volume_mounts = models.JSONField(
+        "extra volume mounts",
+        default=list,
+        blank=True,
+        help_text="Where the extra volumes appear, read-only, as a JSON list of volume mounts, "
+        'e.g. [{"name": "era5", "mountPath": "/data/era5", "readOnly": true}].',
+    )
+    kube_env = models.JSONField(
+        "extra environment variables",
+        default=dict,
+        blank=True,
+        help_text='Variables of its servers, as a JSON object, e.g. {"ERA5_ROOT": "/data/era5"}.',
+    )
 
     class Meta:
         ordering = ["order", "name"]
@@ -84,11 +126,25 @@ class Environment(models.Model):
     def memory_gb(self) -> float:
         return round(self.memory_mb / 1024, 1)
 
+    def kube_extras(self) -> dict[str, Any]:
+        """Its Kubernetes extras, as ``SpawnRequest.backend_settings["kube"]`` holds them."""
+        from sessions_app.spawners.kube_extras import FIELDS
+
+        return {key: getattr(self, field) for key, field in FIELDS.items() if getattr(self, field)}
+
     def clean(self) -> None:
         if not isinstance(self.command, list) or not all(
             isinstance(part, str) and part for part in self.command
         ):
             raise ValidationError({"command": "Give the command as a JSON list of strings."})
+        extras = self.kube_extras()
+        if extras:
+            # The pod the spawner would send, checked with the builders' schemas and rules.
+            from sessions_app.spawners.kube_extras import FIELDS, extras_problems
+
+            problems = extras_problems(extras)
+            if problems:
+                raise ValidationError({FIELDS[key]: messages for key, messages in problems.items()})
 
 
 class EnvironmentOption(models.Model):
@@ -197,6 +253,14 @@ class Session(models.Model):
     spawner_state = models.JSONField(default=dict, blank=True)
     library_status = models.TextField(
         blank=True, help_text="What became of the notebooks library at this session's start."
+    )
+    # The server's log is removed with the session's other files when it ends: what its owner
+    # may read of it afterwards (the history) is copied here, made safe, as it ends.
+    log_tail = models.TextField(
+        blank=True,
+        help_text="The last lines of the server's log when the session ended, as its owner may "
+        "read them: local paths cut to the file name, URLs to their path (no token), control "
+        "characters removed (sessions_app/history.py).",
     )
 
     class Meta:

@@ -13,6 +13,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from portal.errors import ServiceError
 from sessions_app import events
 from sessions_app.models import Session
 from sessions_app.services import session_request_stop
@@ -27,12 +28,10 @@ QUEUE_MOVE_MAX_STEPS = 10
 QUEUE_BOOST_LIMIT = 100
 
 
-class QueueError(Exception):
-    """A queue change that is refused; ``code`` is stable, the message is for people."""
+class QueueError(ServiceError):
+    """A queue change that is refused."""
 
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+    statuses = {"not_queued": 404}
 
 
 def _queued_locked(session_id: str) -> Session:

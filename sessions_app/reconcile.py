@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from sessions_app.history import server_log_tail
 from sessions_app.models import Session
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import (
@@ -70,6 +71,8 @@ def session_server_gone(
     processes of an ended session, which the orphan pass stops.
     """
     now = timezone.now()
+    # Before the stop, which removes the log: the history shows its last lines.
+    tail = server_log_tail(spawner, state)
     if result.deadline_exceeded:
         # The back-end ended it at its deadline (a pod's activeDeadlineSeconds, the local
         # server's own timer), perhaps while no worker ran: the time limit, not a failure.
@@ -81,6 +84,7 @@ def session_server_gone(
             updated_at=now,
             reason=Reason.TIME_LIMIT,
             message=END_MESSAGES[Reason.TIME_LIMIT],
+            log_tail=tail,
             url="",
             ended_at=now,
         )
@@ -93,6 +97,7 @@ def session_server_gone(
             updated_at=now,
             reason=Reason.SERVER_DIED,
             message=result.message or "The server stopped unexpectedly.",
+            log_tail=tail,
             url="",
             ended_at=now,
         )
@@ -133,6 +138,7 @@ def _fail_stuck_starts(spawner: Spawner) -> int:
         | Q(start_requested_at__isnull=True, updated_at__lt=stuck_before),
         state=State.STARTING,
     )[:SWEEP_BATCH]:
+        tail = server_log_tail(spawner, session.spawner_state)
         if session.spawner_state:
             try:
                 spawner.stop(session.spawner_state)
@@ -147,6 +153,7 @@ def _fail_stuck_starts(spawner: Spawner) -> int:
             updated_at=now,
             reason=Reason.BACKEND_ERROR,
             message="Start-up was interrupted; please launch again.",
+            log_tail=tail,
             ended_at=now,
         ):
             stuck += 1

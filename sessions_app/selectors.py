@@ -189,11 +189,6 @@ def queue_holdings(now: datetime, typical: dict[str, float] | None = None) -> li
     return holdings
 
 
-def queue_ordered(now: datetime) -> list[QueueEntry]:
-    """The waiting sessions in the order admission takes them."""
-    return admission_policy().order(queue_entries(), now)
-
-
 def _queue_snapshot() -> tuple[list[str], dict[str, float | None]]:
     """Every waiting session's key in admission order, and its estimated wait."""
     now = timezone.now()
@@ -341,22 +336,66 @@ def session_current_for(user: AbstractBaseUser) -> Session | None:
     return session_active_for(user) or sessions_for_user(user).first()
 
 
+# What a session that fits now but is not admitted yet says: the next admission pass (a task
+# sent at launch, beat's sweep at the latest) takes it within moments.
+STARTING_SOON = "Starting soon."
+
+
+def session_phase(session: Session, estimate: tuple[int, float | None] | None) -> str:
+    """The state as people are told it: ``state``, except that a queued session which does not
+    really wait is ``starting``: admitted already (only its worker has yet to pick it up), or
+    fitting now (``estimate``: its place and wait, ``session_queue_estimate``, says 0 s) so the
+    next admission pass takes it. Only a session that waits for room is ``queued``."""
+    if session.state != Session.State.QUEUED:
+        return str(session.state)
+    if session.admitted_at is not None or estimate is None:
+        # None while not admitted: admitted between the row's read and the queue's.
+        return str(Session.State.STARTING)
+    wait = estimate[1]
+    return str(Session.State.STARTING) if wait is not None and wait <= 0 else str(session.state)
+
+
+def phase_message(session: Session, phase: str) -> str:
+    """The progress words that go with ``phase``: the row's, except "Waiting for resources"
+    (written at launch) for a session that does not wait."""
+    if phase == Session.State.STARTING and session.state == Session.State.QUEUED:
+        return session.message if session.admitted_at is not None else STARTING_SOON
+    return session.message
+
+
+def _display_time(moment: datetime | None) -> str:
+    # As the page's template writes times ("14:05 UTC, 7 December 2026"), for in-place updates.
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment)
+    return f"{local:%H:%M} {local.tzname()}, {local.day} {local:%B %Y}"
+
+
 def session_status_payload(session: Session, shared: bool = False) -> dict[str, Any]:
-    """What the session page, its event stream and JupyterLab's status bar show: the state,
-    progress, place in the queue and time left, as JSON."""
+    """What the session page, its event stream and JupyterLab's status bar show: the state as
+    people are told it (``phase``, ``state_label``: :func:`session_phase`), progress, the place
+    in the queue and the estimated wait (only while it really waits: never a place for a
+    session that is starting), time left, and how it ended, as JSON."""
     remaining = session_remaining_seconds(session)
     estimate = session_queue_estimate(session, shared=shared)
+    phase = session_phase(session, estimate)
+    waiting = estimate is not None and phase == Session.State.QUEUED
     return {
         "id": str(session.id),
         "state": session.state,
-        "state_label": session.get_state_display(),
+        "phase": phase,
+        "state_label": Session.State(phase).label,
         "active": session.is_active,
-        "message": session.message,
-        "queue_position": estimate[0] if estimate else None,
-        "queue_wait_minutes": round_up_minutes(estimate[1]) if estimate else None,
+        "message": phase_message(session, phase),
+        "queue_position": estimate[0] if waiting and estimate else None,
+        "queue_wait_minutes": round_up_minutes(estimate[1]) if waiting and estimate else None,
         "remaining_seconds": remaining,
         "expires_at": session.expires_at.isoformat() if session.expires_at else None,
+        "expires_at_display": _display_time(session.expires_at),
+        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+        "ended_at_display": _display_time(session.ended_at),
         "url": session.open_url,
+        "library_status": session.library_status,
         "reason": session.reason,
         "reason_label": session.get_reason_display() if session.reason else "",
         # When the session page and JupyterLab's status bar warn that the time is nearly up.

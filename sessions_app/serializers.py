@@ -8,11 +8,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal.api_serializers import FieldsBuiltOnce
+from sessions_app import history
 from sessions_app.models import Environment, EnvironmentOption, Session
 from sessions_app.options import OptionError, OptionValue, parse_option_value
 from sessions_app.queue_changes import QUEUE_MOVE_MAX_STEPS
 from sessions_app.selectors import (
     QueuePlace,
+    session_phase,
     session_queue_estimate,
     session_remaining_seconds,
 )
@@ -102,20 +104,47 @@ class SessionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Session]):
         slug_field="slug", read_only=True
     )
     options = OptionsField(read_only=True)
+    state = serializers.ChoiceField(
+        choices=Session.State.choices,
+        read_only=True,
+        help_text="Where the session stands in the portal's records. ``queued`` covers both a "
+        "session that waits for room and one already admitted (``admitted_at``) that waits "
+        "for a worker to start it: ``phase`` tells them apart.",
+    )
+    phase = serializers.SerializerMethodField(
+        help_text="The state as the session page shows it: ``state``, except that a queued "
+        "session that does not wait for room is ``starting`` (admitted, or fitting now: the "
+        "next admission pass takes it). One of ``state``'s values; only a ``queued`` phase "
+        "has a place in the queue on the page."
+    )
+    state_label = serializers.SerializerMethodField(
+        help_text="``phase`` in the words the session page uses."
+    )
+    admitted_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When admission gave the session its room; null while it waits (or if it "
+        "ended before).",
+    )
     remaining_seconds = serializers.SerializerMethodField(
         help_text="Whole seconds until the time limit while the session is active and its "
         "server has started (0 once passed); null otherwise."
     )
     queue_position = serializers.SerializerMethodField(
-        help_text="A queued session's place in the admission order (1: the next admitted); "
-        "null when it is not waiting."
+        help_text="A session's place in the admission order (1: the next admitted) until "
+        "admission gives it room; null once admitted or when it is not queued. With ``phase`` "
+        "``starting`` (it fits now) the place is a formality the page does not show: the next "
+        "admission pass takes it."
     )
     queue_wait_seconds = serializers.SerializerMethodField(
-        help_text="Estimated seconds until a queued session is admitted: the admission policy "
-        "replayed over the coming session ends, each running or waiting session taken to last "
-        "the median length of its environment's recent sessions (the last 200 that ran; at "
-        "most the time limit, which stands in until there are any), nobody else launching. "
-        "Null when the session is not waiting, or could never fit."
+        help_text="Estimated seconds until a queued session is admitted (0: it fits now): "
+        "the admission policy replayed over the coming session ends, each running or "
+        "admitted session taken to end when sessions of its environment usually end (the "
+        "median length of its environment's last 200 sessions that ran, counted from its "
+        "start; at most its time limit, which stands in until there are any), each waiting "
+        "one to last that long once admitted, nobody else launching (a later launch of "
+        "higher priority makes it longer). The page shows it rounded up to whole minutes. "
+        "Null when the session is not queued, or could never fit."
     )
     url = serializers.SerializerMethodField(
         help_text="Where the owner opens the server (with its access token): only while it is "
@@ -127,9 +156,12 @@ class SessionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Session]):
         fields = [
             "id",
             "state",
+            "phase",
+            "state_label",
             "environment",
             "options",
             "created_at",
+            "admitted_at",
             "started_at",
             "expires_at",
             "ended_at",
@@ -142,6 +174,15 @@ class SessionSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Session]):
             "library_status",
         ]
         read_only_fields = fields
+
+    # A plain string in the document: an enum of the same values as ``state`` would be a
+    # second component for one choice set. Its values are ``state``'s.
+    @extend_schema_field({"type": "string"})
+    def get_phase(self, session: Session) -> str:
+        return session_phase(session, self._estimate(session))
+
+    def get_state_label(self, session: Session) -> str:
+        return str(Session.State(self.get_phase(session)).label)
 
     def get_remaining_seconds(self, session: Session) -> int | None:
         return session_remaining_seconds(session)
@@ -383,3 +424,58 @@ class UsageSerializer(serializers.Serializer[UsageReport]):
             {"reason": codes.get(label, ""), "reason_label": label, "count": count}
             for label, count in report.failures
         ]
+
+
+class SessionHistorySerializer(SessionSerializer):
+    """A session as the history tells it (``GET /api/v1/sessions/`` and ``…/sessions/<id>/``):
+    every field of the active session's answer, and how it ended in words, why a failure
+    failed, the last lines of its server's log and how long it ran; the history page
+    (``/sessions/``) says the same (``sessions_app/history.py``)."""
+
+    reason_label = serializers.SerializerMethodField(
+        help_text='``reason`` in words ("time limit reached"); empty while there is none.'
+    )
+    ended_how = serializers.SerializerMethodField(
+        help_text="How the session ended, in the history page's words (\"Time limit "
+        'reached"); for an active one, where it stands ("Still running").'
+    )
+    failure_detail = serializers.SerializerMethodField(
+        help_text="Why a failed session failed (the start-up's last progress line, or the "
+        "back-end's message), without the log's lines (``log_tail``); null unless failed."
+    )
+    log_tail = serializers.SerializerMethodField(
+        help_text="The last lines (at most 20) of the server's log when the session ended, as "
+        "its owner may read them: local paths cut to the file name, URLs to their path, "
+        "secrets and control characters removed. Empty when the server left none (never "
+        "started, or a back-end that keeps no log)."
+    )
+    duration_seconds = serializers.SerializerMethodField(
+        help_text="Whole seconds its server ran, from ``started_at`` to ``ended_at`` (to now "
+        "while it runs); null when it never started."
+    )
+
+    class Meta(SessionSerializer.Meta):
+        fields = [
+            *SessionSerializer.Meta.fields,
+            "reason_label",
+            "ended_how",
+            "failure_detail",
+            "log_tail",
+            "duration_seconds",
+        ]
+        read_only_fields = fields
+
+    def get_reason_label(self, session: Session) -> str:
+        return history.reason_label(session)
+
+    def get_ended_how(self, session: Session) -> str:
+        return history.ended_how(session)
+
+    def get_failure_detail(self, session: Session) -> str | None:
+        return history.failure_detail(session) or None
+
+    def get_log_tail(self, session: Session) -> list[str]:
+        return history.log_lines(session)
+
+    def get_duration_seconds(self, session: Session) -> int | None:
+        return history.duration_seconds(session)

@@ -4,6 +4,11 @@ Every state change is a conditional UPDATE on the current state, so two workers 
 a sweep) acting on one session cannot both win; a count of 0 means someone else got there first.
 Slow back-end calls (process start, readiness polls, stop) never run inside a transaction, and
 tasks are enqueued with ``transaction.on_commit``.
+
+A little past the ~500 lines of the other modules: one session's write path (launch, spawn,
+stop, expire, admission), whose every step is a transition of the same row under the same
+rules; the staff's changes (``queue_changes``, ``staff_stop``), reconcile and the start
+watcher are modules of their own.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from portal.errors import ServiceError
 from sessions_app import events, spawn_owner, start_watch
 from sessions_app.admission import AdmissionPolicy, capacity_free, too_large
+from sessions_app.history import server_log_tail
 from sessions_app.models import Environment, Session
 from sessions_app.options import OptionError, validate_options
 from sessions_app.selectors import (
@@ -29,18 +36,21 @@ from sessions_app.selectors import (
     queue_holdings,
     session_active_for,
 )
+from sessions_app.signals import session_launched
 from sessions_app.spawners import get_spawner
-from sessions_app.spawners.base import SpawnerError, SpawnRequest
+from sessions_app.spawners.base import SpawnerError, SpawnRequest, TransientSpawnerError
 from sessions_app.transitions import (
     END_MESSAGES,
+    RETRYING,
+    StartRetry,
     admit_soon,
     enqueue,
     fail_start,
     progress,
+    start_retry_or_fail,
     transition,
 )
 from storage_app.layout import SessionFolders, session_folders_prepare
-from storage_app.services import storage_session_started
 from suspension_app.selectors import suspension_active_for
 from terms_app.selectors import terms_accepted_current, terms_current
 from terms_app.services import terms_accept
@@ -59,14 +69,10 @@ SWEEP_BATCH = 200
 STOPPING_RETRY_SECONDS = 5
 
 
-class LaunchError(Exception):
-    """A launch that is refused; ``code`` is stable, the message is for people;
-    ``retry_after``: seconds after which the same launch may succeed (None: it will not)."""
+class LaunchError(ServiceError):
+    """A launch that is refused (``retry_after``: ``still_stopping``'s wait)."""
 
-    def __init__(self, message: str, code: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after = retry_after
+    statuses = {"terms_not_accepted": 403, "suspended": 403, "still_stopping": 409}
 
 
 @dataclass(frozen=True)
@@ -179,9 +185,15 @@ def _launch_new(
                 created_at=timezone.now(),
                 message="Waiting for resources.",
             )
-            # Launching is what keeps the private storage (service rule 7): counted here, in
-            # the launch's transaction, so a queued session protects it as a running one does.
-            storage_session_started(user, session.created_at)
+            # Launching is what keeps the private storage (service rule 7): storage_app's
+            # receiver counts it here, in the launch's transaction, so a queued session
+            # protects it as a running one does.
+            session_launched.send(
+                sender=Session,
+                session_id=str(session.pk),
+                user=user,
+                launched_at=session.created_at,
+            )
             events.queue_changed()  # it may rank ahead of sessions already waiting
             admit_soon()
     except IntegrityError:
@@ -213,13 +225,14 @@ def _spawn_request(session: Session, folders: SessionFolders) -> SpawnRequest:
                 ("command", environment.command),
                 ("image", environment.image),
                 ("priority_class", environment.priority_class_name),
+                ("kube", environment.kube_extras()),
             )
             if value
         },
     )
 
 
-def session_spawn(session_id: str) -> None:
+def session_spawn(session_id: str, attempt: int = 0) -> None:
     """Ask the back-end to start a queued session's server, and return: the start watcher
     (``sessions_app.start_watch``) marks it running once it answers, or failed.
 
@@ -230,6 +243,12 @@ def session_spawn(session_id: str) -> None:
     (once: ``start_requested_at`` is claimed); after, it adopts the server the back-end runs.
     The run that goes on writes its process on the row (``spawn_owner``): the start watcher
     sends the start again if that process dies before the server exists.
+
+    A transient error of the back-end (:class:`TransientSpawnerError`: busy, away) puts the
+    row back to "claimed, not asked", waiting for a retry (``transitions.start_retry_or_fail``:
+    its owner ``RETRYING``, which any run takes), and raises :class:`StartRetry`, on which the
+    task retries itself (``attempt``: its retries so far), while the next try comes within
+    ``SPAWN_TIMEOUT_SECONDS`` of the admission. A permanent error fails the start at once.
     """
     owner = spawn_owner.here()
     claimed = Session.objects.filter(
@@ -258,12 +277,13 @@ def session_spawn(session_id: str) -> None:
             return
         # Claimed by a run that stopped before it asked: go on from there, unless another
         # process is at it (a start sent again, or this task's own retry, has no owner or this
-        # one; a dead owner's start is sent again by the start watcher).
+        # one; a dead owner's start is sent again by the start watcher; one waiting for a
+        # retry, RETRYING).
         if not Session.objects.filter(
             pk=session_id,
             state=State.STARTING,
             start_requested_at__isnull=True,
-            spawn_owner__in=("", owner),
+            spawn_owner__in=("", owner, RETRYING),
         ).update(spawn_owner=owner, updated_at=timezone.now()):
             return
     session = Session.objects.select_related("environment", "user").get(pk=session_id)
@@ -316,6 +336,12 @@ def session_spawn(session_id: str) -> None:
     events.session_changed(session_id)
     try:
         state = spawner.start(_spawn_request(session, folders), report)
+    except TransientSpawnerError as exc:
+        log.warning("session %s: start failed for a moment: %s", session_id, exc)
+        countdown = start_retry_or_fail(session_id, owner, attempt, str(exc))
+        if countdown is not None:
+            raise StartRetry(countdown, exc) from exc
+        return
     except SpawnerError as exc:
         log.warning("session %s: start failed: %s", session_id, exc)
         fail_start(session_id, Reason.BACKEND_ERROR, f"The server could not be started: {exc}")
@@ -369,13 +395,18 @@ def session_finish_stop(session_id: str) -> None:
     session = Session.objects.filter(pk=session_id, state=State.STOPPING).first()
     if session is None:
         return
+    tail = ""
     if session.spawner_state:
-        get_spawner().stop(session.spawner_state)
+        spawner = get_spawner()
+        # Before the stop, which removes the log: the history shows its last lines.
+        tail = server_log_tail(spawner, session.spawner_state)
+        spawner.stop(session.spawner_state)
     final = State.EXPIRED if session.reason == Reason.TIME_LIMIT else State.STOPPED
     transition(
         session_id,
         [State.STOPPING],
         final,
+        log_tail=tail,
         url="",
         ended_at=timezone.now(),
         message=END_MESSAGES.get(Reason(session.reason), "The session was stopped."),

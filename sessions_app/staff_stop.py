@@ -13,18 +13,17 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from portal.errors import ServiceError
 from sessions_app.models import Session
 from sessions_app.services import session_request_stop
 
 log = logging.getLogger(__name__)
 
 
-class StaffStopError(Exception):
-    """A stop that is refused; ``code`` is stable, the message is for people."""
+class StaffStopError(ServiceError):
+    """A stop that is refused."""
 
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+    statuses = {"session_not_found": 404, "session_ended": 409}
 
 
 def session_stop_by_staff(session_id: str, by: AbstractBaseUser) -> Session:

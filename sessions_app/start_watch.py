@@ -58,10 +58,11 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from sessions_app import events, spawn_owner
+from sessions_app.history import server_log_tail
 from sessions_app.models import Session
 from sessions_app.spawners.base import PollResult, ServerStatus, Spawner, SpawnerError
 from sessions_app.spawners.base import State as ServerState
-from sessions_app.transitions import enqueue, fail_start, progress, transition
+from sessions_app.transitions import RETRYING, enqueue, fail_start, progress, transition
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +137,12 @@ def sessions_starting_check(spawner: Spawner) -> dict[str, ServerState]:
     # Only the columns a pass reads, as tuples: the ORM's model rows cost most of a pass.
     now = timezone.now()
     # Starts not asked yet only once old enough to be lost, and only with an owner to check
-    # (a row sent again waits for its task, or the sweep's send): few rows, read last.
+    # (a row sent again waits for its task, or the sweep's send; one waiting for its task's
+    # retry after a transient error, for that retry): few rows, read last.
     unasked = Q(
         start_requested_at__isnull=True,
         updated_at__lt=now - timedelta(seconds=ADOPT_AFTER_SECONDS),
-    ) & ~Q(spawn_owner="")
+    ) & ~Q(spawn_owner__in=("", RETRYING))
     rows = [
         _Starting(str(pk), *rest)
         for pk, *rest in Session.objects.filter(
@@ -279,13 +281,15 @@ def _promote(row: _Starting, result: PollResult) -> None:
 
 
 def _fail(spawner: Spawner, key: str, state: ServerState, message: str) -> None:
+    # The log's last lines are read before the stop removes the log (the history shows them).
     # The server goes first, so that a session reported failed has nothing left behind (a
     # stop asked meanwhile stops it again: stopping twice is harmless).
+    tail = server_log_tail(spawner, state)
     try:
         spawner.stop(state)
     except SpawnerError as exc:
         log.warning("start watch: session %s: stop failed (reconcile retries): %s", key, exc)
-    fail_start(key, Reason.BACKEND_ERROR, message)
+    fail_start(key, Reason.BACKEND_ERROR, message, log_tail=tail)
 
 
 def _timeout_message(news: str) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
 from sessions_app import reconcile, services
+from sessions_app.transitions import StartRetry
 
 # A database that does not answer (restarting, failing over, a connection cut): worth waiting
 # for. Backoff 1, 2, 4 … 30 s (jittered, so that many tasks do not come back at once), 12
@@ -15,15 +16,21 @@ DATABASE_AWAY = (OperationalError, InterfaceError)
 
 
 @shared_task(
+    bind=True,
     ignore_result=True,
     autoretry_for=DATABASE_AWAY,
     retry_backoff=1,
     retry_backoff_max=30,
     max_retries=12,
 )
-def spawn_session(session_id: str) -> None:
-    # Retried from the start: session_spawn goes on where the run that failed stopped.
-    services.session_spawn(session_id)
+def spawn_session(self: Task, session_id: str) -> None:
+    # Retried from the start: session_spawn goes on where the run that failed stopped. A
+    # transient back-end error: the service set the row to wait and chose the backoff, bounded
+    # by the spawn timeout (transitions.start_retry_or_fail); a permanent one failed the start.
+    try:
+        services.session_spawn(session_id, attempt=self.request.retries)
+    except StartRetry as retry:
+        raise self.retry(countdown=retry.countdown, exc=retry.error) from retry.error
 
 
 @shared_task(ignore_result=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from sessions_app import live, views
+from sessions_app import history, live, views
 
 urlpatterns = [
     path("", views.launcher, name="launcher"),
@@ -13,6 +13,8 @@ urlpatterns = [
     path("session/events/", live.session_events_stream, name="session-events"),
     path("session/stop/", views.session_stop, name="session-stop"),
     path("usage/", views.usage_page, name="usage"),
+    path("sessions/", history.history_list, name="session-history"),
+    path("sessions/<uuid:session_id>/", history.history_detail, name="session-history-detail"),
     # Forward-auth for the routers: never reachable from outside (nginx and the Ingress
     # route no /auth/ path; docs/architecture.md, "Routing").
     path("auth/session/<uuid:session_id>/", views.session_route_auth, name="session-route-auth"),

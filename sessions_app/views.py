@@ -4,7 +4,7 @@ user's own usage."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -37,10 +37,12 @@ from sessions_app.services import (
 )
 from sessions_app.usage import usage_range, user_usage
 from storage_app.selectors import storage_overview, storage_warnings_for
-from terms_app.models import TermsVersion
 from terms_app.rendering import render_terms_markdown
 from terms_app.selectors import terms_current, terms_has_accepted
 from terms_app.services import TermsError
+
+if TYPE_CHECKING:  # a type only: views reach other apps through services and selectors
+    from terms_app.models import TermsVersion
 
 STALE_TERMS_MESSAGE = (
     "The terms of use changed while you were reading them: please read the new version "
@@ -163,7 +165,8 @@ def session_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 @never_cache
 def session_status(request: HttpRequest) -> JsonResponse:
-    """The session page's polling endpoint: state, progress and time left, as JSON."""
+    """The status call: state (as people are told it), progress and time left, as JSON. The
+    session page asks it when its event stream breaks; JupyterLab's status bar polls it."""
     session = session_current_for(_user(request))
     if session is None:
         return JsonResponse({"detail": "You have no session.", "code": "no_session"}, status=404)

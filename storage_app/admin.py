@@ -9,13 +9,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from storage_app.lease import StorageBusy
 from storage_app.models import CleanupRun, RemovalRecord, StorageAccount
-from storage_app.services import (
-    StorageBusy,
-    format_bytes,
-    scratch_enforce_user,
-    storage_scan_user,
-)
+from storage_app.reports import format_bytes
+from storage_app.scratch import scratch_enforce_user
+from storage_app.usage import storage_scan_user
 
 # Running a cleanup now deletes files and counts toward a suspension by rule: its own
 # permission (StorageAccount's Meta), beyond changing the account.

@@ -1,4 +1,7 @@
-"""Remove files a scan selected, and nothing else, even if the tree changes in between.
+"""Safe deletion: the files a scan selected and nothing else (:func:`remove_entries`), or a
+whole tree (:func:`remove_tree`), never following a symbolic link, even if the tree changes in
+between. The scratch cleanups, the private storage retention and the notebooks library all
+delete through this module.
 
 A cleanup runs with more rights than the user whose files it removes, over a tree that user
 can change at any moment. So every removal walks from the root again, one name at a time,
@@ -56,16 +59,26 @@ Hard links
 Only files are removed, never folders: folders emptied by a cleanup stay (pruning empty folders
 would be a separate, later feature with its own checks). The root path itself is trusted
 configuration: only its last component is opened with ``O_NOFOLLOW``.
+
+Whole trees
+    :func:`remove_tree` deletes one entry of a folder and everything in it (a home past its
+    retention, a notebooks library being replaced) with ``shutil.rmtree(name, dir_fd=…)``:
+    file-descriptor based, never following a link, also one swapped in meanwhile, nothing opened
+    outside the folder. Read-only folders (the library is 0555, users chmod their own) are made
+    writable through ``O_PATH | O_NOFOLLOW`` descriptors (:func:`make_folder_writable`) and the
+    deletion tried once more.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Callable, Generator, Iterable
+from typing import Any
 
-from storage_app.fs_types import FileEntry, Removal
+from storage_app.fs_types import FileEntry, Removal, path_text
 
 __all__ = [
     "BAD_PATH",
@@ -74,8 +87,10 @@ __all__ = [
     "NOT_REGULAR",
     "SYMLINK_IN_PATH",
     "VANISHED",
+    "make_folder_writable",
     "remove_entries",
     "remove_entry",
+    "remove_tree",
     "would_remove",
 ]
 
@@ -90,6 +105,10 @@ BAD_PATH = "error: bad path"
 # reports ENOTDIR, as O_DIRECTORY is checked first, or ELOOP). O_CLOEXEC: no descriptor leaks
 # into a process a worker might start meanwhile (Python sets it anyway; say so explicitly).
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# On Linux rmtree works with directory file descriptors (openat, fstat/samestat) and never
+# follows a symlink, also one swapped in during the deletion. remove_tree depends on it.
+assert shutil.rmtree.avoids_symlink_attacks, "shutil.rmtree must be symlink-attack resistant"
 
 
 class _Skip(Exception):
@@ -250,3 +269,91 @@ def _open_failure(error: OSError, name: bytes, dir_fd: int | None) -> str:
 
 def _error(error: OSError) -> str:
     return f"error: {error.strerror or error}"
+
+
+# --- Whole trees ----------------------------------------------------------------------------
+
+
+def remove_tree(root: str | os.PathLike[str], name: str) -> list[str]:
+    """Delete ``root/name`` (a folder with everything in it, or a file or a link: the entry
+    itself, never its target) with every path relative to a descriptor of ``root``: nothing
+    outside ``root`` is opened, a symlink is never followed. Returns the errors, as text; none
+    when the entry is gone (or was not there).
+    """
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"not a single folder name: {name!r}")
+    errors: list[str] = []
+
+    def onerror(function: Any, path: str, exc_info: Any) -> None:
+        errors.append(f"{path_text(os.fsencode(path))}: {exc_info[1]}")
+
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        try:
+            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return []
+        if not stat.S_ISDIR(st.st_mode):
+            try:
+                os.unlink(name, dir_fd=root_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                errors.append(f"{path_text(os.fsencode(name))}: {error}")
+            return errors
+        shutil.rmtree(name, onerror=onerror, dir_fd=root_fd)
+        if errors and _exists_in(root_fd, name):
+            # Read-only folders (the notebooks library is 0555, users chmod their own): make
+            # every folder writable, never through a link, and try once more.
+            errors.clear()
+            _folders_writable(root_fd, name)
+            shutil.rmtree(name, onerror=onerror, dir_fd=root_fd)
+    except RecursionError:
+        # rmtree and fwalk recurse once per folder level: a tree deeper than the interpreter
+        # allows is left (partly) in place and reported.
+        errors.append(f"{name}: the folder tree is too deep to delete")
+    finally:
+        os.close(root_fd)
+    return errors
+
+
+def make_folder_writable(path: str | os.PathLike[str], dir_fd: int | None = None) -> None:
+    """Give the owner full rights (0700) on the folder at ``path`` (in ``dir_fd``), never on
+    what a link there points to; anything else, or a failure, is left for the removal to report.
+
+    Linux has no ``lchmod``: the entry is opened with ``O_PATH | O_NOFOLLOW`` (a link opens as
+    the link itself), checked to be a folder, and changed through ``/proc/self/fd``, which
+    names exactly the opened inode.
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.chmod(f"/proc/self/fd/{fd}", 0o700)
+    except OSError:
+        pass  # rmtree then reports what it cannot remove
+    finally:
+        os.close(fd)
+
+
+def _exists_in(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _folders_writable(root_fd: int, name: str) -> None:
+    """Make ``name`` and every folder in it writable, each before ``os.fwalk`` enters it (a
+    folder the user made unreadable could not be listed); ``os.fwalk`` does not enter a folder
+    swapped for a link."""
+    make_folder_writable(name, root_fd)
+    for _top, folders, _files, dir_fd in os.fwalk(name, follow_symlinks=False, dir_fd=root_fd):
+        for folder in folders:
+            make_folder_writable(folder, dir_fd)

@@ -57,6 +57,12 @@ Speed: why a small C helper and threads
     Without it the same walk runs with :func:`_visit_py` and :func:`_list_batch_py`, its
     ``os.scandir`` twins (the tests run both on the same trees), in one thread: correct, and
     about twice du's time.
+
+Length
+    Past the ~500 lines of the other modules, on purpose: the walk, its two threads, the
+    reopening of folders and the bounded heaps share one set of invariants (every folder visited
+    once, from a descriptor that was checked, never following a link), which a split would
+    spread over modules that only make sense together.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What the file-system layer of storage (scan, removal) and its callers exchange.
+"""What the file-system layer of storage (scan, removal) and its callers exchange, and how a
+file name (bytes) is shown to people (:func:`path_text`).
 
 No Django here: the scan and the removal work on plain paths and file descriptors, so they can
 be tested, benchmarked and property-tested on their own.
@@ -6,6 +7,7 @@ be tested, benchmarked and property-tested on their own.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,3 +55,26 @@ class Removal:
     entry: FileEntry
     removed: bool
     reason: str = ""
+
+
+def path_text(raw: bytes) -> str:
+    """A file name (bytes, not necessarily UTF-8) as safe, unambiguous text.
+
+    UTF-8 is decoded; a byte that is not valid UTF-8, an ASCII control character and the
+    backslash itself become ``\\xNN`` (the byte's value); other invisible or direction-changing
+    characters (Unicode categories Cc, Cf, Zl, Zp) become ``\\uXXXX``. So every escape starts
+    with a backslash that the name itself cannot contribute, and nothing in the text can break
+    a page, a log line or the database's UTF-8.
+    """
+    out: list[str] = []
+    for char in raw.decode("utf-8", "surrogateescape"):
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F or char == "\\":
+            out.append(f"\\x{code:02x}")
+        elif code > 0x7F and unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)

@@ -12,8 +12,9 @@ library is the portal's snapshot, not the user's working copy.
 
 Nothing here follows a symbolic link: the previous library lives in the user's home, where the
 user may have replaced anything with a link (to another user's files, to ``/etc``). Folders are
-made writable before removal through file descriptors opened without following links, and
-removal is ``shutil.rmtree``, which never follows them either.
+made writable through file descriptors opened without following links, and removal is
+``shutil.rmtree`` relative to a folder's descriptor, which never follows them either (both
+from ``storage_app.fs_remove``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from storage_app.fs_remove import make_folder_writable, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +228,7 @@ def _swap_in(clone: Path, dest: Path, previous: Path) -> None:
     else:
         if stat.S_ISDIR(st.st_mode):
             # Moving a folder to another parent needs write permission on the folder itself.
-            _chmod_dir_nofollow(dest, 0o700)
+            make_folder_writable(dest)
             os.rename(dest, previous)
             moved = True
         else:
@@ -265,45 +268,12 @@ def _make_read_only(top: Path) -> None:
 
 
 def _remove_tree(path: Path) -> None:
-    """Remove ``path``: a folder with everything in it (read-only parts too), or a file or link.
-
-    Never follows a symbolic link, neither to make folders writable nor to remove.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
-        return
-    _chmod_dir_nofollow(path, 0o700)
-    # os.fwalk opens each folder without following links (and checks it opened the folder it
-    # listed), so a folder swapped for a link meanwhile is not entered.
-    for _root, dirs, _files, dir_fd in os.fwalk(path, follow_symlinks=False):
-        for name in dirs:
-            # Before fwalk enters it: a folder the user made unreadable could not be listed.
-            _chmod_dir_nofollow(name, 0o700, dir_fd)
-    shutil.rmtree(path)
-
-
-def _chmod_dir_nofollow(path: str | Path, mode: int, dir_fd: int | None = None) -> None:
-    """chmod the folder at ``path`` (in ``dir_fd``), never what a link there points to.
-
-    Linux has no ``lchmod``: the entry is opened with ``O_PATH | O_NOFOLLOW`` (a link opens as
-    the link itself), checked to be a folder, and changed through ``/proc/self/fd``, which
-    names exactly the opened inode.
-    """
-    try:
-        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return
-    try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            os.chmod(f"/proc/self/fd/{fd}", mode)
-    except OSError:
-        pass  # rmtree then reports what it cannot remove
-    finally:
-        os.close(fd)
+    """Remove ``path``: a folder with everything in it (read-only parts too), or a file or link;
+    raise :class:`OSError` if something is left. Never follows a symbolic link
+    (:func:`storage_app.fs_remove.remove_tree`)."""
+    errors = remove_tree(path.parent, path.name)
+    if errors:
+        raise OSError(f"{len(errors)} error(s), first: {errors[0]}")
 
 
 def _remove_leftovers(parent: Path, prefix: str) -> None:

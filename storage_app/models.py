@@ -149,7 +149,7 @@ class RemovalRecord(models.Model):
 
     ``path`` is relative to the area's root (the user's scratch or private folder). File names
     need not be UTF-8: bytes that are not valid UTF-8, control characters and the backslash
-    are written as ``\\xNN`` escapes (see ``storage_app.services.path_text``), so the text is
+    are written as ``\\xNN`` escapes (see ``storage_app.fs_types.path_text``), so the text is
     unambiguous and safe to store and show.
     """
 

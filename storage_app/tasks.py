@@ -8,7 +8,10 @@ import logging
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
-from storage_app import services
+from storage_app.lease import StorageBusy
+from storage_app.scratch import scratch_enforce_user
+from storage_app.sweep import storage_sweep
+from storage_app.usage import storage_scan_user
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +20,8 @@ log = logging.getLogger(__name__)
 def sweep() -> None:
     """The beat's storage pass (``STORAGE_SWEEP_MINUTES``)."""
     try:
-        report = services.storage_sweep()
-    except services.StorageBusy as exc:
+        report = storage_sweep()
+    except StorageBusy as exc:
         log.info("storage sweep skipped: %s", exc)
         return
     log.info("storage sweep: %s", report.summary())
@@ -28,11 +31,13 @@ def sweep() -> None:
 
 @shared_task(ignore_result=True)
 def scan_user(user_id: int) -> None:
+    """Measure one user's storage: sent when a session of theirs starts and ends
+    (``receivers.py``)."""
     user = get_user_model().objects.filter(pk=user_id).first()
     if user is None:
         log.info("storage scan: user %s is gone", user_id)
         return
-    services.storage_scan_user(user)
+    storage_scan_user(user)
 
 
 @shared_task(ignore_result=True)
@@ -42,7 +47,7 @@ def enforce_user(user_id: int) -> None:
         log.info("storage cleanup: user %s is gone", user_id)
         return
     try:
-        services.scratch_enforce_user(user)
-    except services.StorageBusy as exc:
+        scratch_enforce_user(user)
+    except StorageBusy as exc:
         # The sweep holding the lease enforces every user's quota itself.
         log.info("storage cleanup of %s skipped: %s", user.get_username(), exc)

@@ -27,23 +27,12 @@ from suspension_app.serializers import (
     SuspensionQuerySerializer,
     SuspensionSerializer,
 )
-from suspension_app.services import SuspensionError, suspension_impose, suspension_lift
-
-_SUSPENSION_ERROR_STATUS = {
-    "not_staff": status.HTTP_403_FORBIDDEN,
-    "already_lifted": status.HTTP_409_CONFLICT,
-}
+from suspension_app.services import suspension_impose, suspension_lift
 
 
 def _staff(request: Request) -> AbstractBaseUser:
     # IsAdminUser has let only staff reach the views.
     return cast(AbstractBaseUser, request.user)
-
-
-def _api_error(exc: SuspensionError) -> ApiError:
-    return ApiError(
-        _SUSPENSION_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
-    )
 
 
 def _not_found(pk: int) -> ApiError:
@@ -147,15 +136,12 @@ class SuspensionListView(generics.ListAPIView[Suspension]):
         existing = suspension_active_for(user)
         if existing is not None:
             return Response(SuspensionSerializer(existing).data, status=status.HTTP_200_OK)
-        try:
-            suspension = suspension_impose(
-                user=user,
-                reason=serializer.validated_data["reason"],
-                imposed_by=_staff(request),
-                evidence=serializer.validated_data.get("evidence") or {},
-            )
-        except SuspensionError as exc:
-            raise _api_error(exc) from None
+        suspension = suspension_impose(
+            user=user,
+            reason=serializer.validated_data["reason"],
+            imposed_by=_staff(request),
+            evidence=serializer.validated_data.get("evidence") or {},
+        )
         suspension = suspension_by_id(suspension.pk) or suspension
         location = request.build_absolute_uri(reverse("api-admin-suspension", args=[suspension.pk]))
         return Response(
@@ -204,12 +190,9 @@ class SuspensionLiftView(APIView):
         suspension = suspension_by_id(pk)
         if suspension is None:
             raise _not_found(pk)
-        try:
-            suspension = suspension_lift(
-                suspension=suspension,
-                lifted_by=_staff(request),
-                note=serializer.validated_data["note"],
-            )
-        except SuspensionError as exc:
-            raise _api_error(exc) from None
+        suspension = suspension_lift(
+            suspension=suspension,
+            lifted_by=_staff(request),
+            note=serializer.validated_data["note"],
+        )
         return Response(SuspensionSerializer(suspension).data)

@@ -2,8 +2,9 @@
 
 The database has the last word on "one suspension in force per user" (a partial unique index)
 and on "lifted only by staff with a note" (a check constraint); the services check first so
-that people get a clear message. The side effects (stopping the session, e-mail) run on
-commit, so they only ever follow a suspension that really exists.
+that people get a clear message. The side effects (the e-mail; the
+``suspension_imposed`` signal, on which sessions_app stops the session) run on commit, so they
+only ever follow a suspension that really exists.
 """
 
 from __future__ import annotations
@@ -12,28 +13,23 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app.models import Session
-from sessions_app.selectors import session_active_for
-from sessions_app.services import session_request_stop
+from portal.errors import ServiceError
 from suspension_app.mail import format_utc, mail_reinstated, mail_suspended
 from suspension_app.models import Suspension
 from suspension_app.selectors import suspension_active_for
+from suspension_app.signals import suspension_imposed
 
 log = logging.getLogger(__name__)
 
 
-class SuspensionError(Exception):
-    """A suspension that cannot be imposed or lifted; ``code`` is stable, the message is for
-    people."""
+class SuspensionError(ServiceError):
+    """A suspension that cannot be imposed or lifted."""
 
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+    statuses = {"not_staff": 403, "already_lifted": 409}
 
 
 def _is_staff(user: AbstractBaseUser) -> bool:
@@ -55,16 +51,10 @@ def _after_commit(func: Callable[[int], None], arg: int) -> None:
     transaction.on_commit(callback, robust=True)
 
 
-def _stop_session_of(user_id: int) -> None:
-    # After commit: the stop request, and the task it enqueues, only follow a suspension that
-    # exists. session_request_stop is a conditional UPDATE, so a session that ended meanwhile
-    # is left alone.
-    user = get_user_model().objects.filter(pk=user_id).first()
-    if user is None:
-        return
-    session = session_active_for(user)
-    if session is not None:
-        session_request_stop(str(session.id), Session.Reason.SUSPENDED)
+def _announce_imposed(user_id: int) -> None:
+    # After commit: the receivers (sessions_app stops the active session) only follow a
+    # suspension that exists.
+    suspension_imposed.send(sender=Suspension, user_id=user_id)
 
 
 def suspension_impose(
@@ -114,7 +104,7 @@ def suspension_impose(
                 reason=reason,
                 evidence=evidence or {},
             )
-            _after_commit(_stop_session_of, user.pk)
+            _after_commit(_announce_imposed, user.pk)
             _after_commit(mail_suspended, suspension.pk)
     except IntegrityError:
         # A concurrent call suspended the user first: theirs is the suspension in force.

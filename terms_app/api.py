@@ -20,12 +20,7 @@ from terms_app.serializers import (
     TermsAcceptSerializer,
     TermsVersionSerializer,
 )
-from terms_app.services import TermsError, terms_accept
-
-_TERMS_ERROR_STATUS = {
-    "terms_not_published": status.HTTP_404_NOT_FOUND,
-    "terms_version_stale": status.HTTP_409_CONFLICT,
-}
+from terms_app.services import terms_accept
 
 
 class CurrentTermsView(APIView):
@@ -63,18 +58,13 @@ class AcceptTermsView(APIView):
         """
         serializer = TermsAcceptSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            acceptance = terms_accept(
-                # IsAuthenticated (the default permission) has let only real users in.
-                user=cast(AbstractBaseUser, request.user),
-                version=serializer.validated_data["version"],
-                ip_address=client_ip(request),
-                user_agent=request.META.get("HTTP_USER_AGENT", ""),
-            )
-        except TermsError as exc:
-            raise ApiError(
-                _TERMS_ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST), str(exc), exc.code
-            ) from None
+        acceptance = terms_accept(
+            # IsAuthenticated (the default permission) has let only real users in.
+            user=cast(AbstractBaseUser, request.user),
+            version=serializer.validated_data["version"],
+            ip_address=client_ip(request),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
         # The acceptance has no address of its own: the current terms show it (``accepted``).
         location = request.build_absolute_uri(reverse("api-terms-current"))
         return Response(

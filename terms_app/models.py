@@ -9,7 +9,15 @@ class TermsVersion(models.Model):
 
     version = models.CharField(max_length=32, unique=True)
     title = models.CharField(max_length=200)
-    body = models.TextField(help_text="Markdown.")
+    body = models.TextField(
+        help_text=(
+            "The terms users agree to before launching, in Markdown. A new installation "
+            "publishes a default text (version 1) written from the service page. To replace it, "
+            "add a new version with your own text and set its publication time: the latest "
+            "published version is the current one, and everyone accepts it before their next "
+            "launch. A published version can no longer be edited: it is what people agreed to."
+        )
+    )
     published_at = models.DateTimeField(
         null=True,
         blank=True,

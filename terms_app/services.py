@@ -6,16 +6,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portal.errors import ServiceError
 from terms_app.models import TermsAcceptance
 from terms_app.selectors import terms_current
 
 
-class TermsError(Exception):
-    """The acceptance cannot be recorded; ``code`` is stable, the message is for people."""
+class TermsError(ServiceError):
+    """The acceptance cannot be recorded."""
 
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+    statuses = {"terms_not_published": 404, "terms_version_stale": 409}
 
 
 def terms_accept(

@@ -133,6 +133,7 @@ def environment(db: None) -> Environment:
 @pytest.fixture
 def terms(db: None) -> TermsVersion:
     _run_data_migration("terms_app.migrations.0002_first_version", "publish_first_version")
+    _run_data_migration("terms_app.migrations.0003_default_terms_text", "replace_placeholder")
     version = TermsVersion.objects.order_by("-published_at").first()
     assert version is not None
     return version

@@ -316,6 +316,11 @@ def _target_session_detail(world: World) -> str:
     return reverse("api-session-detail", args=[session.pk])
 
 
+def _target_session_history(world: World) -> str:
+    session = world.planted.get("session") or world.running_session(world.target)
+    return reverse("session-history-detail", args=[session.pk])
+
+
 def _with_a_running_session(route: str) -> Callable[[World], str]:
     """The route, with a running session of the bystander among everyone's (its server's token,
     ``matrix-token``, must not show)."""
@@ -494,6 +499,15 @@ _USER_RULES: list[Rule] = [
     Rule("storage", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
     # One's own sessions and CPU-hours per day (reading needs no terms acceptance).
     Rule("usage", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    # One's own past sessions (reading needs no terms acceptance); another user's is a 404 like
+    # an unknown one.
+    Rule("session-history", "GET", {**PAGE_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),
+    Rule(
+        "session-history-detail",
+        "GET",
+        {**PAGE_GUARD, TERMS: OK, OTHERS: Expect(404), STAFF: OK},
+        url=_target_session_history,
+    ),
     # --- REST API v1 ----------------------------------------------------------------------------
     # "Every endpoint applies the same policy as the web pages", the OpenAPI document included.
     Rule("api-schema", "GET", {**API_GUARD, TERMS: OK, OTHERS: OK, STAFF: OK}),

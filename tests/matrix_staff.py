@@ -17,16 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts_app.models import SecondFactorReset
+from accounts_app.policy import access_group
 from portal.models import ApiToken
 from sessions_app.models import Session
+from storage_app.accounts import storage_account_for
 from storage_app.models import StorageAccount
-from storage_app.services import storage_account_for
 from suspension_app.models import Suspension
 from tests.matrix_rules import (
     ADMIN,
@@ -142,6 +144,28 @@ def _revoked(world: World) -> bool:
 
 def _scratch_measured(world: World) -> bool:
     return StorageAccount.objects.get(user=world.bystander).scratch_measured_at is not None
+
+
+def _bystander_without_access(world: World) -> User:
+    group = access_group()
+    assert group is not None, "the matrix runs with ACCESS_GROUP set"
+    world.bystander.groups.remove(group)
+    return world.bystander
+
+
+def _bystander_with_access(world: World) -> User:
+    group = access_group()
+    assert group is not None, "the matrix runs with ACCESS_GROUP set"
+    world.bystander.groups.add(group)
+    return world.bystander
+
+
+def _bystander_has_access(world: World) -> bool:
+    return world.bystander.groups.filter(name=settings.ACCESS_GROUP).exists()
+
+
+def _bystander_lost_access(world: World) -> bool:
+    return not _bystander_has_access(world)
 
 
 def _second_factor_reset(world: World) -> bool:
@@ -284,6 +308,22 @@ STAFF_RULES: list[Rule] = [
         _bystander_with_device,
         "auth.change_user",
         effect=_second_factor_reset,
+        viewers=("auth.view_user",),
+    ),
+    _action_rule(
+        "auth_user",
+        "grant_portal_access",
+        _bystander_without_access,
+        "auth.change_user",
+        effect=_bystander_has_access,
+        viewers=("auth.view_user",),
+    ),
+    _action_rule(
+        "auth_user",
+        "revoke_portal_access",
+        _bystander_with_access,
+        "auth.change_user",
+        effect=_bystander_lost_access,
         viewers=("auth.view_user",),
     ),
     # --- The user form: nobody grants what they do not hold -----------------------------------

@@ -36,7 +36,7 @@ def _sign_in_at_provider(page: Page, base_url: str, username: str) -> None:
 
 
 def _sign_out(page: Page, base_url: str) -> None:
-    page.click("button:has-text('Log out')")
+    page.click("button:has-text('Sign out')")
     # Back from the provider's end-session endpoint to the portal's sign-in page.
     expect(page).to_have_url(f"{base_url}/login/")
 
@@ -85,7 +85,7 @@ def test_the_providers_multi_factor_claim_is_enough(portal_url: str, oidc: Any) 
         # Straight in: the provider said amr=mfa, the portal does not ask again.
         expect(page.get_by_text("Select an Environment")).to_be_visible()
         page.goto(f"{base_url}/account/")
-        expect(page.locator("dl.facts")).to_contain_text("confirmed by the identity provider")
+        expect(page.locator("dl.kv")).to_contain_text("confirmed by the identity provider")
 
 
 def test_someone_outside_the_staff_is_refused_and_no_account_is_left(

@@ -3,6 +3,10 @@
 
 Results go to standard output (``--json``: the API's own JSON), progress and errors to
 standard error, errors as one line ``jlp: <detail> (<code>)``.
+
+Past ~500 lines: the argument parser and one small command per call of the API (sign-in,
+environments, terms, launch, status, stop, history, storage, …), each a few lines, which read
+best side by side.
 """
 
 from __future__ import annotations

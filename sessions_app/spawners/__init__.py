@@ -26,7 +26,7 @@ def get_spawner() -> Spawner:
         )
     if settings.SPAWNER == "kubernetes":
         from sessions_app.spawners.kube import KubernetesSpawner
-        from sessions_app.spawners.kube_objects import KubeConfig, parse_cidrs, parse_labels
+        from sessions_app.spawners.kube_settings import kube_config
         from storage_app.library_builtin import is_builtin
 
         # The pods clone the library themselves. The one that ships with the portal ("builtin")
@@ -35,21 +35,7 @@ def get_spawner() -> Spawner:
         if is_builtin(library_url):
             library_url = ""
         return KubernetesSpawner(
-            KubeConfig(
-                namespace=settings.KUBE_NAMESPACE,
-                public_url=settings.KUBE_PUBLIC_URL,
-                ingress_class=settings.KUBE_INGRESS_CLASS,
-                auth_url=settings.KUBE_AUTH_URL,
-                scratch_claim=settings.KUBE_SCRATCH_CLAIM,
-                home_storage_class=settings.KUBE_HOME_STORAGE_CLASS,
-                home_size=settings.KUBE_HOME_SIZE,
-                library_image=settings.KUBE_LIBRARY_IMAGE,
-                library_url=library_url,
-                library_branch=settings.NOTEBOOKS_LIBRARY_BRANCH,
-                egress_allow_cidrs=parse_cidrs(settings.KUBE_EGRESS_ALLOW_CIDRS),
-                router_namespace=settings.KUBE_ROUTER_NAMESPACE,
-                router_pod_labels=parse_labels(settings.KUBE_ROUTER_POD_LABELS),
-            ),
+            kube_config(settings, library_url),
             config_file=settings.KUBE_CONFIG_FILE,
             request_timeout=settings.KUBE_REQUEST_TIMEOUT_SECONDS,
             retries=settings.KUBE_RETRIES,

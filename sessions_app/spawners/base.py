@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import abc
 import enum
-import hashlib
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from sessions_app.spawners.names import route_name
 
 State = dict[str, Any]
 ProgressCallback = Callable[[str], None]
@@ -64,27 +64,6 @@ class SpawnRequest:
     def base_url(self) -> str:
         """The server's URL prefix, as in JupyterHub: ``/user/<name>/`` (see :func:`route_name`)."""
         return f"/user/{route_name(self.username)}/"
-
-
-_ROUTE_SAFE = re.compile(r"[A-Za-z0-9_-]{1,63}")
-_HASHED = re.compile(r"-[0-9a-f]{12}")
-
-
-def route_name(username: str) -> str:
-    """The user's part of the session URL: the username itself when it has only letters,
-    digits, ``-`` and ``_``; otherwise a readable slug of it plus a hash.
-
-    Ingress controllers refuse other characters in path prefixes (ingress-nginx's strict path
-    validation allows ``[A-Za-z0-9_/-]``; the API server refuses ``.`` and ``..`` segments),
-    and usernames from identity providers are often e-mail addresses. Hashed names always end
-    in ``-`` and 12 hex digits, and a name kept as it is never does (it is hashed too), so no
-    username can take another's route; the hash keeps ``a.b`` and ``a-b`` apart.
-    """
-    if _ROUTE_SAFE.fullmatch(username) and not _HASHED.search(username[-13:]):
-        return username
-    slug = re.sub(r"[^a-z0-9]+", "-", username.lower()).strip("-")[:40].rstrip("-")
-    digest = hashlib.sha256(username.encode()).hexdigest()[:12]
-    return f"{slug or 'user'}-{digest}"
 
 
 class ServerStatus(enum.StrEnum):
@@ -207,6 +186,13 @@ class Spawner(abc.ABC):
         """:meth:`wait` for several servers: return after ``timeout``, or earlier when the
         back-end sees one of them change."""
         time.sleep(timeout)
+
+    def log_tail(self, state: State, lines: int) -> str:
+        """The last ``lines`` lines of the server's log, local paths cut to their last part and
+        URLs to their path (no token); "" when the back-end keeps no log or it is gone. Asked
+        before :meth:`stop`, which may remove the log, when a session ends
+        (``sessions_app.history``)."""
+        return ""
 
     def home_kept_elsewhere(self, folder: str) -> bool:
         """Whether the back-end keeps a private home for ``folder`` outside

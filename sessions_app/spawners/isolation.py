@@ -49,7 +49,7 @@ class IsolationConfig:
             )
 
 
-def multi_user_problem(config: IsolationConfig) -> str:
+def multi_user_problem() -> str:
     """Why multi-user isolation is not possible here ("" when it is), whatever the mode."""
     if os.geteuid() != 0:
         return "the portal does not run as root, so it cannot switch users"
@@ -65,7 +65,7 @@ def refusal(config: IsolationConfig) -> str:
     """
     if config.mode == "off":
         return ""
-    problem = multi_user_problem(config)
+    problem = multi_user_problem()
     if not problem:
         return ""
     if config.mode == "required":
@@ -80,12 +80,12 @@ def refusal(config: IsolationConfig) -> str:
 
 def multi_user(config: IsolationConfig) -> bool:
     """Whether sessions get multi-user isolation under ``config`` on this machine."""
-    return config.mode != "off" and not multi_user_problem(config)
+    return config.mode != "off" and not multi_user_problem()
 
 
 def status(config: IsolationConfig, check_filter: bool = True) -> dict[str, Any]:
     """What is in force, for the admin index and ``/readyz`` (see :func:`isolation_status`)."""
-    problem = multi_user_problem(config)
+    problem = multi_user_problem()
     isolated = config.mode != "off" and not problem
     if config.mode == "off":
         why = "LOCAL_ISOLATION=off"

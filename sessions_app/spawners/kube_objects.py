@@ -7,12 +7,11 @@ and sent as it is. Nothing here talks to a cluster; :mod:`.kubernetes` does.
 Per session: a Pod (the server), a Service in front of it and an Ingress that routes
 ``/user/<name>/`` on the portal's host to it, guarded by the portal's forward-auth endpoint.
 Per user: the private home's PersistentVolumeClaim, kept across sessions. Per namespace: one
-NetworkPolicy for every session pod.
+NetworkPolicy for every session pod (:mod:`.kube_network`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -33,14 +32,6 @@ from kubernetes.client import (
     V1IngressRule,
     V1IngressServiceBackend,
     V1IngressSpec,
-    V1IPBlock,
-    V1LabelSelector,
-    V1NetworkPolicy,
-    V1NetworkPolicyEgressRule,
-    V1NetworkPolicyIngressRule,
-    V1NetworkPolicyPeer,
-    V1NetworkPolicyPort,
-    V1NetworkPolicySpec,
     V1ObjectMeta,
     V1OwnerReference,
     V1PersistentVolumeClaim,
@@ -63,7 +54,20 @@ from kubernetes.client import (
 )
 
 from sessions_app.spawners.base import SpawnRequest
-from sessions_app.spawners.egress import DENIED_IPV4, DENIED_IPV6, METADATA_CIDRS
+from sessions_app.spawners.egress import METADATA_CIDRS
+from sessions_app.spawners.kube_extras import apply_extras, extras_of
+
+# Made in :mod:`.names`; the aliased ones are imported from here by older callers.
+from sessions_app.spawners.names import dns_label_part as dns_label_part
+from sessions_app.spawners.names import (
+    home_claim_name,
+    label_value,
+    route_name,
+    session_name,
+)
+from sessions_app.spawners.names import is_dns_label as is_dns_label
+from sessions_app.spawners.names import is_dns_subdomain as is_dns_subdomain
+from sessions_app.spawners.names import is_label_value as is_label_value
 
 PART_OF = "jupyter-launcher-portal"
 APP_NAME = "jupyter-session"
@@ -73,6 +77,10 @@ LABEL_PREFIX = "jupyter-portal"
 SESSION_LABEL = f"{LABEL_PREFIX}/session"
 USER_LABEL = f"{LABEL_PREFIX}/user"
 ENVIRONMENT_LABEL = f"{LABEL_PREFIX}/environment"
+#: The session URL's user part (``names.route_name``, as a label value): what two routes that
+#: would shadow each other share, and no two users do. A start removes the routes of its path
+#: left by its user's earlier sessions by this label, and their path (``kube.py``).
+ROUTE_LABEL = f"{LABEL_PREFIX}/route"
 USERNAME_ANNOTATION = f"{LABEL_PREFIX}/username"
 #: Every session pod of this portal carries these labels; reconciliation lists by them.
 SESSION_SELECTOR = {
@@ -93,7 +101,6 @@ SCRATCH_DIR = f"{HOME}/scratch"
 LIBRARY_CPU = "100m"
 LIBRARY_MEMORY = "256Mi"
 LIBRARY_SIZE_LIMIT = "1Gi"
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -165,43 +172,6 @@ def parse_cidrs(items: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(networks)
 
 
-def _digest(text: str, length: int = 10) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def dns_label_part(text: str, max_length: int) -> str:
-    """``text`` lowercased into ``[a-z0-9-]``, at most ``max_length`` characters, maybe empty."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:max_length].rstrip("-")
-
-
-def label_value(text: str) -> str:
-    """A valid label value for ``text``: itself when it is one, else a readable part + a hash."""
-    if len(text) <= 63 and _LABEL_VALUE.fullmatch(text):
-        return text
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")[:50].rstrip("-_.")
-    return f"{readable}-{_digest(text)}" if readable else _digest(text)
-
-
-def session_name(username: str, session_id: str) -> str:
-    """The name of a session's Pod, Service and Ingress: ``jupyter-<user>-<hash>``.
-
-    A DNS-1035 label (a Service's name must start with a letter), at most 63 characters; the
-    hash of the session id keeps two sessions of one user (or of two users whose names slug to
-    the same text) apart.
-    """
-    readable = dns_label_part(username, 40)
-    middle = f"{readable}-" if readable else ""
-    return f"jupyter-{middle}{_digest(session_id)}"
-
-
-def home_claim_name(folder: str) -> str:
-    """The name of a user's home PVC, from their storage folder name (``u~<pk>``)."""
-    readable = dns_label_part(folder, 40)
-    middle = f"{readable}-" if readable else ""
-    return f"home-{middle}{_digest(folder)}"
-
-
 def session_labels(request: SpawnRequest, name: str) -> dict[str, str]:
     return {
         **SESSION_SELECTOR,
@@ -210,6 +180,7 @@ def session_labels(request: SpawnRequest, name: str) -> dict[str, str]:
         "app.kubernetes.io/part-of": PART_OF,
         SESSION_LABEL: label_value(request.session_id),
         USER_LABEL: label_value(request.username),
+        ROUTE_LABEL: label_value(route_name(request.username)),
         ENVIRONMENT_LABEL: label_value(request.environment),
     }
 
@@ -362,7 +333,7 @@ def make_pod(config: KubeConfig, request: SpawnRequest, token: str) -> V1Pod:
         volume_mounts=mounts,
     )
     priority_class = str(request.backend_settings.get("priority_class") or "") or None
-    return V1Pod(
+    pod = V1Pod(
         api_version="v1",
         kind="Pod",
         metadata=V1ObjectMeta(
@@ -389,6 +360,8 @@ def make_pod(config: KubeConfig, request: SpawnRequest, token: str) -> V1Pod:
             volumes=volumes,
         ),
     )
+    # The environment's tolerations, node selector, pull secrets, data shares and variables.
+    return apply_extras(pod, extras_of(request.backend_settings))
 
 
 def meta(obj: Any) -> V1ObjectMeta:
@@ -511,81 +484,3 @@ def make_pvc(config: KubeConfig, request: SpawnRequest) -> V1PersistentVolumeCla
             resources=V1VolumeResourceRequirements(requests={"storage": config.home_size}),
         ),
     )
-
-
-def make_network_policy(config: KubeConfig) -> V1NetworkPolicy:
-    """What every session pod may reach, and who may reach it.
-
-    Out: DNS (the cluster's resolver only) and TCP 80/443 anywhere but the cloud metadata
-    address, plus the configured allow-list (any port); so no SSH, no other protocol. In: only
-    the ingress controller's pods, on the server's port.
-    """
-    web_ports = [V1NetworkPolicyPort(protocol="TCP", port=port) for port in (80, 443)]
-    anywhere = [
-        V1NetworkPolicyPeer(ip_block=V1IPBlock(cidr="0.0.0.0/0", _except=list(DENIED_IPV4))),
-        V1NetworkPolicyPeer(ip_block=V1IPBlock(cidr="::/0", _except=list(DENIED_IPV6))),
-    ]
-    dns = V1NetworkPolicyEgressRule(
-        to=[
-            V1NetworkPolicyPeer(
-                namespace_selector=V1LabelSelector(
-                    match_labels={"kubernetes.io/metadata.name": "kube-system"}
-                ),
-                pod_selector=V1LabelSelector(match_labels={"k8s-app": "kube-dns"}),
-            )
-        ],
-        ports=[V1NetworkPolicyPort(protocol=proto, port=53) for proto in ("UDP", "TCP")],
-    )
-    egress = [dns, V1NetworkPolicyEgressRule(to=anywhere, ports=web_ports)]
-    if config.egress_allow_cidrs:
-        egress.append(
-            V1NetworkPolicyEgressRule(
-                to=[
-                    V1NetworkPolicyPeer(ip_block=V1IPBlock(cidr=cidr))
-                    for cidr in config.egress_allow_cidrs
-                ]
-            )
-        )
-    return V1NetworkPolicy(
-        api_version="networking.k8s.io/v1",
-        kind="NetworkPolicy",
-        metadata=V1ObjectMeta(
-            name=NETWORK_POLICY_NAME,
-            namespace=config.namespace,
-            labels={"app.kubernetes.io/managed-by": PART_OF, "app.kubernetes.io/part-of": PART_OF},
-        ),
-        spec=V1NetworkPolicySpec(
-            pod_selector=V1LabelSelector(match_labels=dict(SESSION_SELECTOR)),
-            policy_types=["Ingress", "Egress"],
-            ingress=[
-                V1NetworkPolicyIngressRule(
-                    _from=[
-                        V1NetworkPolicyPeer(
-                            namespace_selector=V1LabelSelector(
-                                match_labels={
-                                    "kubernetes.io/metadata.name": config.router_namespace
-                                }
-                            ),
-                            pod_selector=V1LabelSelector(
-                                match_labels=dict(config.router_pod_labels)
-                            ),
-                        )
-                    ],
-                    ports=[V1NetworkPolicyPort(protocol="TCP", port=SERVER_PORT)],
-                )
-            ],
-            egress=egress,
-        ),
-    )
-
-
-def is_dns_label(name: str) -> bool:
-    return len(name) <= 63 and bool(_DNS_LABEL.fullmatch(name))
-
-
-def is_dns_subdomain(name: str) -> bool:
-    return len(name) <= 253 and all(_DNS_LABEL.fullmatch(part) for part in name.split("."))
-
-
-def is_label_value(value: str) -> bool:
-    return len(value) <= 63 and bool(_LABEL_VALUE.fullmatch(value))

@@ -71,6 +71,7 @@ from sessions_app.spawners.os_accounts import SessionAccount
 from sessions_app.spawners.processes import (
     children,
     gone_message,
+    log_tail,
     marked_processes,
     memory_label,
     own_child_running,
@@ -265,7 +266,7 @@ class LocalProcessSpawner(Spawner):
         refused = refusal(self.isolation)
         if refused:
             raise SpawnerError(f"Sessions are refused: {refused}.")
-        if multi_user_problem(self.isolation):
+        if multi_user_problem():
             return None  # single-user mode: not root
         if request.user_id is None:
             raise SpawnerError("The session names no portal account to run as.")
@@ -448,6 +449,15 @@ class LocalProcessSpawner(Spawner):
                 for _p, env in marked_processes(RUNTIME_ENV, str(self.runtime_dir), SESSION_ENV)
             )
         return False
+
+    def log_tail(self, state: State, lines: int) -> str:
+        """The tail of the log the session's copier writes (gone once :meth:`stop` ran)."""
+        session_id = state.get("session_id") if isinstance(state, dict) else None
+        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+            return ""
+        # A KiB of the log's end per line wanted: ample for ordinary lines (each is shown cut
+        # to 200 characters); a log of very long lines gives fewer.
+        return log_tail(str(self._log_path(session_id)), lines=lines, max_bytes=lines * 1024)
 
     def _oom_message(self, state: State) -> str:
         if not state.get("cgroup"):

@@ -188,8 +188,18 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def output(self) -> str:
+    def terminal(self) -> str:
+        """What runportal wrote to the terminal: its banner and errors."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log(self, name: str) -> str:
+        """One process's log in var/log/ (``runportal``, ``web``, ``worker-spawn``...)."""
+        path = self.var_dir / "log" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def output(self) -> str:
+        """The terminal, then runportal's own log: what started, died and stopped."""
+        return self.terminal() + "\n" + self.log("runportal")
 
     # --- start and stop ---------------------------------------------------------------------
 
@@ -218,7 +228,7 @@ class Stack:
     def _banner(self) -> bool:
         assert self.process is not None
         assert self.process.poll() is None, f"runportal ended:\n{self.output()[-4000:]}"
-        return "The portal runs at" in self.output()
+        return "The portal runs at" in self.terminal()
 
     def stop(self) -> None:
         """Stop runportal (its children in order), then every server left, the broker and the
@@ -329,10 +339,10 @@ class Stack:
         and the web answers through the router."""
         if any(pid is None for pid in self.pids().values()):
             return False
-        text = self.output()
-        ready = _CELERY_READY.findall(text)
+        started = self.log("runportal")
         for queue in WORKER_QUEUES:
-            if ready.count(queue) < text.count(f"worker-{queue} started (pid"):
+            ready = _CELERY_READY.findall(self.log(f"worker-{queue}"))
+            if ready.count(queue) < started.count(f"worker-{queue} started (pid"):
                 return False
         with contextlib.suppress(requests.RequestException):
             return requests.get(f"{self.base}/healthz", timeout=5).status_code == 200

@@ -83,7 +83,8 @@ print(json.dumps(Counter(Session.objects.values_list("state", flat=True))))
 
 @dataclass
 class EmbeddedPortal:
-    """``runportal`` on ``var_dir`` with a fixed port; output in ``<var_dir>/../portal.log``.
+    """``runportal`` on ``var_dir`` with a fixed port; its terminal in ``<var_dir>/../portal.log``
+    and its processes' logs in ``<var_dir>/log/`` (``runportal.log``, ``web.log``, ...).
 
     ``extra_env`` is added to the environment (without DATABASE_URL and CELERY_BROKER_URL:
     the embedded default). Use as a context manager; leaving it stops the portal with SIGTERM
@@ -131,10 +132,13 @@ class EmbeddedPortal:
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while "The portal runs at" not in self.output():
+        while "The portal runs at" not in self.terminal():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise AssertionError(f"runportal did not start:\n{self.output()[-3000:]}")
+                raise AssertionError(
+                    f"runportal did not start:\n{self.terminal()[-3000:]}\n"
+                    + self.logs().get("runportal", "")[-3000:]
+                )
             time.sleep(0.1)
         while True:
             with contextlib.suppress(requests.RequestException):
@@ -143,8 +147,32 @@ class EmbeddedPortal:
             assert time.monotonic() < deadline, "the web server did not come up"
             time.sleep(0.1)
 
-    def output(self) -> str:
+    def terminal(self) -> str:
+        """What runportal wrote to the terminal (stdout and stderr)."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def logs(self) -> dict[str, str]:
+        """Each process's log in var/log/ by name (``runportal``, ``web``, ``worker-spawn``...)."""
+        folder = self.var_dir / "log"
+        return {
+            path.stem: path.read_text(errors="replace") for path in sorted(folder.glob("*.log"))
+        }
+
+    def output(self) -> str:
+        """The terminal, then every log: what an operator could read of this portal."""
+        return "\n".join([self.terminal(), *self.logs().values()])
+
+    def mark(self) -> dict[str, int]:
+        """Where each log ends now, for :meth:`since`."""
+        return {name: len(text) for name, text in self.logs().items()}
+
+    def since(self, mark: dict[str, int], name: str | None = None) -> str:
+        """What the logs (or log ``name`` alone) gained since ``mark``."""
+        return "\n".join(
+            text[mark.get(log, 0) :]
+            for log, text in self.logs().items()
+            if name is None or log == name
+        )
 
     def children(self) -> list[psutil.Process]:
         assert self.process is not None
@@ -173,7 +201,7 @@ class EmbeddedPortal:
         return {q: self.child_pid(f"worker-{q}") for q in WORKER_QUEUES}
 
     def restarts(self) -> int:
-        return self.output().count("restarting in")
+        return self.logs().get("runportal", "").count("restarting in")
 
     def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(

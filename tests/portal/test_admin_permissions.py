@@ -12,8 +12,8 @@ from django.test import Client
 
 from portal.models import ApiToken
 from portal.tokens import token_issue
+from storage_app.accounts import storage_account_for
 from storage_app.models import StorageAccount
-from storage_app.services import storage_account_for
 from tests.conftest import login_verified
 
 pytestmark = pytest.mark.django_db

@@ -73,6 +73,12 @@ def test_a_worker_killed_outright_is_restarted_by_runportal(portal: EmbeddedPort
     # then runportal logs how it ended and starts a new one, and the portal works on
     _wait_for(lambda: portal.child_pid("worker-spawn") not in (None, worker))
     assert f"worker-spawn (pid {worker}) ended with killed by SIGKILL (-9)" in portal.output()
+    # and says it on the terminal too, which otherwise keeps the banner alone (every process
+    # writes to its own log in var/log/: no gunicorn, redis or beat lines)
+    terminal = portal.terminal()
+    assert f"worker-spawn (pid {worker}) ended with killed by SIGKILL (-9)" in terminal
+    assert "Booting worker" not in terminal and "Server initialized" not in terminal
+    assert "beat: Starting" not in terminal
     assert portal.child_pid("web") is not None and portal.child_pid("broker") is not None
     outcome = launch_stop_loop(portal.base, portal.make_users(2, prefix="after"), 3)
     assert outcome.errors == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ def portal(tmp_path: Path) -> Iterator[dict[str, Any]]:
     banner = ""
     assert process.stdout is not None
     deadline = time.monotonic() + 60
-    while "Log in as" not in banner and time.monotonic() < deadline:
+    while "Stop with Ctrl+C." not in banner and time.monotonic() < deadline:
         banner += process.stdout.readline()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -60,7 +61,7 @@ def portal(tmp_path: Path) -> Iterator[dict[str, Any]]:
             except requests.RequestException:
                 assert time.monotonic() < deadline, "the web server did not come up"
                 time.sleep(0.2)
-        yield {"base": base, "banner": banner, "env": env, "process": process}
+        yield {"base": base, "banner": banner, "env": env, "process": process, "var": tmp_path}
     finally:
         children = psutil.Process(process.pid).children(recursive=True)
         os.killpg(process.pid, signal.SIGTERM)
@@ -69,9 +70,21 @@ def portal(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def test_make_run_serves_a_working_portal_on_the_embedded_default(portal: dict[str, Any]) -> None:
-    # Given the portal as `make run` starts it, which says where it runs and how to log in
-    assert f"The portal runs at {portal['base']}/" in portal["banner"]
-    assert "Log in as 'admin'" in portal["banner"]
+    # Given the portal as `make run` starts it, which says where it runs, how to sign in, how
+    # to admit a person and where the logs are, and nothing else: every process writes to a
+    # file of its own in var/log/, private like the rest of var/
+    banner = portal["banner"]
+    assert f"The portal runs at {portal['base']}/" in banner
+    assert "Sign in as 'admin'" in banner
+    assert "Users → Add user" in banner and '"Grant portal access"' in banner
+    logs = portal["var"] / "log"
+    assert f"Logs: {logs}/" in banner
+    assert "celery" not in banner.lower() and "gunicorn" not in banner.lower()
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+    names = {path.stem for path in logs.glob("*.log")}
+    assert names >= {"runportal", "broker", "router", "web", "beat", "worker-spawn"}, names
+    for path in logs.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     token = subprocess.run(
         [sys.executable, "manage.py", "issue_token", "admin", "--force"],
         cwd=settings.BASE_DIR,

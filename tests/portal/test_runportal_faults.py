@@ -90,7 +90,7 @@ def test_the_embedded_broker_killed_outright_is_back_and_every_worker_reconnects
     before = {name: portal.child_pid(name) for name in names}
     broker = portal.child_pid("broker")
     assert broker is not None and None not in before.values()
-    seen = len(portal.output())
+    seen = portal.mark()
 
     # When the broker is killed outright
     os.kill(broker, signal.SIGKILL)
@@ -102,10 +102,10 @@ def test_the_embedded_broker_killed_outright_is_back_and_every_worker_reconnects
     _until(lambda: _state(portal, api) is None, RECOVERY_SECONDS, "the stop")
     outcome = launch_stop_loop(portal.base, portal.make_users(1, prefix="after"), 2)
     assert outcome.errors == []
-    after = portal.output()[seen:]
+    after = portal.since(seen)
     assert {name: portal.child_pid(name) for name in names} == before, after[-3000:]
     assert "Unrecoverable error" not in after
-    assert after.count("restarting in") == 1  # the broker's
+    assert portal.since(seen, "runportal").count("restarting in") == 1  # the broker's
 
 
 def test_the_web_master_killed_outright_is_replaced_and_its_workers_go_with_it(

@@ -133,6 +133,39 @@ def test_a_killed_child_is_restarted_and_its_signal_logged(
     assert new_pid is not None and new_pid != pid
 
 
+def test_a_childs_output_goes_to_its_own_private_log_and_its_death_quotes_the_end(
+    clock: FakeClock,
+    supervisors: list[Supervisor],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    # Given a child with a log in a folder that does not exist yet, which writes to stdout and
+    # stderr and then fails
+    log = tmp_path / "log" / "crash.log"
+    script = (
+        "import sys; print('starting up'); print('no database here', file=sys.stderr); sys.exit(3)"
+    )
+    supervisor = Supervisor({"crash": Child([PYTHON, "-c", script], log=log)}, clock=clock)
+    supervisors.append(supervisor)
+
+    # When it starts and dies, and is started again
+    supervisor.start_all()
+    wait_dead(supervisor, "crash")
+    supervisor.check()
+
+    # then both streams are in its log, private from the start (folder 0700, file 0600)
+    assert log.read_text().splitlines() == ["starting up", "no database here"]
+    assert (log.parent.stat().st_mode & 0o777, log.stat().st_mode & 0o777) == (0o700, 0o600)
+    # and the line about its death ends with the end of its log
+    [death] = [r.getMessage() for r in caplog.records if "ended with" in r.getMessage()]
+    assert death.endswith(f"; the end of {log}:\n    starting up\n    no database here")
+    # A new start appends to the same log.
+    clock.now += Backoff().initial
+    supervisor.check()
+    wait_dead(supervisor, "crash")
+    assert log.read_text().count("starting up") == 2
+
+
 # A child that starts a helper in its own process group and writes the helper's pid to
 # $HELPER_PID: a gunicorn master and its workers.
 MASTER = [

@@ -27,7 +27,7 @@ from tests.sessions_app.jupyter_kernel import Execution, execute, start_kernel
 from tests.sessions_app.spawner_contract import wait_for
 from tests.sessions_app.unix_forward import forward
 
-ISOLATION_PROBLEM = multi_user_problem(IsolationConfig())
+ISOLATION_PROBLEM = multi_user_problem()
 # A developer's machine without root may skip these; CI (CI=true, as root, with the Makefile's
 # bubblewrap and iptables) never does: there a missing tool fails the tests instead.
 needs_isolation = pytest.mark.skipif(

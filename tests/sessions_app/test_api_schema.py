@@ -59,9 +59,9 @@ def test_schema_documents_the_session_fields(schema: dict[str, Any]) -> None:
     session = schema["components"]["schemas"]["Session"]
 
     assert set(session["properties"]) == {
-        "id", "state", "environment", "options", "created_at", "started_at", "expires_at",
-        "ended_at", "remaining_seconds", "queue_position", "queue_wait_seconds", "url",
-        "message", "reason", "library_status",
+        "id", "state", "phase", "state_label", "environment", "options", "created_at",
+        "admitted_at", "started_at", "expires_at", "ended_at", "remaining_seconds",
+        "queue_position", "queue_wait_seconds", "url", "message", "reason", "library_status",
     }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from kubernetes.client import ApiClient
 
 from sessions_app.spawners.base import SpawnRequest
+from sessions_app.spawners.kube_network import make_network_policy
 from sessions_app.spawners.kube_objects import (
     ENVIRONMENT_LABEL,
     LIBRARY_DIR,
@@ -38,7 +39,6 @@ from sessions_app.spawners.kube_objects import (
     home_claim_name,
     label_value,
     make_ingress,
-    make_network_policy,
     make_pod,
     make_pvc,
     make_service,
@@ -1153,12 +1153,13 @@ BAD_KUBE_VALUES: dict[str, tuple[str, str, str]] = {
     "ingress-class-not-a-name": ("KUBE_INGRESS_CLASS", "NGINX Class", "object name"),
 }
 
-# Runs the settings module once per environment in one process: each run is a start-up of
-# the settings with that environment, and the process imports the kubernetes client (two
-# seconds) only once.
+# Runs the settings module once per environment in one process, then the check the sessions
+# app runs when it is ready: each run is a start-up with that environment, and the process
+# imports the kubernetes client (two seconds) only once.
 _SETTINGS_PROBE = """
-import json, os, runpy, sys
+import json, os, runpy, sys, types
 from django.core.exceptions import ImproperlyConfigured
+from sessions_app.spawners.kube_settings import check_kube_settings
 
 base = dict(os.environ)
 results = []
@@ -1166,7 +1167,9 @@ for overrides in json.loads(sys.argv[1]):
     os.environ.clear()
     os.environ.update({**base, **overrides})
     try:
-        runpy.run_path("portal/settings.py")
+        values = runpy.run_path("portal/settings.py")
+        if values["SPAWNER"] == "kubernetes":
+            check_kube_settings(types.SimpleNamespace(**values))
     except ImproperlyConfigured as exc:
         results.append(str(exc))
     else:

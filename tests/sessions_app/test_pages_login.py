@@ -21,7 +21,7 @@ def test_login_page_is_a_plain_form(client: Client) -> None:
     assert 'name="username"' in page
     assert 'name="password"' in page
     assert '<input type="hidden" name="next" value="/session/">' in page
-    assert "Log out" not in page
+    assert "Sign out" not in page
 
 
 def test_login_leads_to_the_second_factor_then_the_launcher(
@@ -70,7 +70,7 @@ def test_header_links_staff_to_the_admin(
 
     page = client.get("/").content.decode()
 
-    assert '<a href="/admin/">Admin</a>' in page
+    assert '<a href="/admin/" class="admin-link">Admin</a>' in page
 
 
 def test_logout_form_logs_out(client: Client, owner: User) -> None:

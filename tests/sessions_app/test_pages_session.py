@@ -59,19 +59,28 @@ def test_user_without_sessions_is_pointed_to_the_launcher(owner_client: Client) 
     assert owner_client.get("/session/status/").status_code == 404
 
 
-def test_queued_session_shows_its_place_in_the_queue_and_polls(
+def _room_for_one(settings: Any, environment: Environment) -> None:
+    settings.SESSION_POOL_CPUS = environment.cpus
+    settings.SESSION_POOL_MEMORY_MB = environment.memory_mb
+
+
+def test_queued_session_shows_its_place_in_the_queue_and_follows_it(
     owner_client: Client,
     owner: User,
     other_user: User,
     environment: Environment,
+    settings: Any,
 ) -> None:
+    _room_for_one(settings, environment)  # the other session takes it: the owner's waits
     _queued(other_user, environment, NOW)
     _queued(owner, environment, NOW + timedelta(seconds=1))
 
     page = owner_client.get("/session/").content.decode()
 
     assert 'data-state="queued"' in page
-    assert 'You are number <strong id="queue-position-number">2</strong> in the' in page
+    assert 'data-phase="queued"' in page
+    assert '<div id="queue-info" data-show="queued">' in page
+    assert 'You are number <strong id="queue-position-number">2</strong>' in page
     assert "Waiting for resources." in page
     assert 'data-status-url="/session/status/"' in page
     assert "sessions_app/session.js" in page
@@ -94,7 +103,9 @@ def test_starting_session_shows_the_progress_message(
 
     assert 'data-state="starting"' in page
     assert '<span id="session-message">Waiting for the server to answer.</span>' in page
-    assert "Open JupyterLab" not in page
+    # The parts of later phases are there for the page's script, hidden.
+    assert '<div id="session-running" data-show="running" hidden>' in page
+    assert '<div id="queue-info" data-show="queued" hidden>' in page
 
 
 def test_running_session_shows_link_countdown_and_stop_button(
@@ -112,7 +123,10 @@ def test_running_session_shows_link_countdown_and_stop_button(
     ) in page
     assert 'data-remaining="17999"' in page
     assert '<strong id="countdown" aria-live="off">04:59:59</strong>' in page
-    assert '<form method="post" action="/session/stop/" class="stop-form">' in page
+    assert (
+        '<form method="post" action="/session/stop/" class="stop-form"'
+        ' data-show="queued starting running">'
+    ) in page
     assert 'id="stop-button"' in page
     assert '<div id="time-warning" class="warning-box" role="status" hidden>' in page
     # No meta refresh while running: the countdown runs in the page.
@@ -158,6 +172,7 @@ def test_status_reports_state_and_remaining_seconds_of_running_session(
     assert response.json() == {
         "id": str(session.id),
         "state": "running",
+        "phase": "running",
         "state_label": "running",
         "active": True,
         "message": "",
@@ -165,7 +180,11 @@ def test_status_reports_state_and_remaining_seconds_of_running_session(
         "queue_wait_minutes": None,
         "remaining_seconds": 5 * 3600 - 600,
         "expires_at": "2026-03-01T17:00:00+00:00",
+        "expires_at_display": "17:00 UTC, 1 March 2026",
+        "ended_at": None,
+        "ended_at_display": "",
         "url": JUPYTER_URL,
+        "library_status": "",
         "reason": "",
         "reason_label": "",
         "warning_minutes": 15,
@@ -173,14 +192,17 @@ def test_status_reports_state_and_remaining_seconds_of_running_session(
 
 
 def test_status_reports_queue_position_of_queued_session(
-    owner_client: Client, owner: User, environment: Environment
+    owner_client: Client, owner: User, other_user: User, environment: Environment, settings: Any
 ) -> None:
+    _room_for_one(settings, environment)
+    _running(other_user, environment, timezone.now())
     _queued(owner, environment, NOW)
 
     status = owner_client.get("/session/status/").json()
 
-    assert status["state"] == "queued"
+    assert (status["state"], status["phase"], status["state_label"]) == ("queued",) * 3
     assert status["queue_position"] == 1
+    assert status["queue_wait_minutes"] == 300  # the running one's time limit, rounded up
     assert status["remaining_seconds"] is None
     assert status["url"] == ""
 

@@ -337,7 +337,7 @@ def bwrap_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     # bubblewrap is installed here; a machine without it is the case under test.
     for module in ("isolation", "local"):
         monkeypatch.setattr(
-            f"sessions_app.spawners.{module}.multi_user_problem", lambda config: "bwrap is missing"
+            f"sessions_app.spawners.{module}.multi_user_problem", lambda: "bwrap is missing"
         )
 
 

@@ -10,8 +10,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from storage_app.accounts import storage_account_for
 from storage_app.models import CleanupRun, RemovalRecord, StorageAccount
-from storage_app.services import storage_account_for
 from tests.conftest import login_verified
 from tests.storage_app.test_api import GB, removals
 from tests.storage_app.test_services import PAST, files_under, home_of, put, scratch_of, usage

@@ -10,8 +10,8 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from storage_app.accounts import storage_account_for
 from storage_app.models import CleanupRun, RemovalRecord, StorageAccount
-from storage_app.services import storage_account_for
 from tests.conftest import login_verified
 from tests.storage_app.test_services import T0
 

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from storage_app import services
+from storage_app import scratch as services
+from storage_app.accounts import storage_account_for
+from storage_app.lease import StorageBusy
 from storage_app.models import StorageAccount, StorageLock
-from storage_app.services import StorageBusy, scratch_enforce_user, storage_account_for
+from storage_app.scratch import scratch_enforce_user
 from tests.storage_app.test_services import files_under, put, scratch_of, usage
 
 pytestmark = pytest.mark.django_db

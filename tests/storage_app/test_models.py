@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
+from storage_app.accounts import storage_account_for
 from storage_app.models import StorageAccount
-from storage_app.services import storage_account_for
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from django.test import Client
 from django.utils import timezone
 
 from sessions_app.models import Environment
+from storage_app.accounts import storage_account_for
 from storage_app.models import StorageAccount
-from storage_app.services import storage_account_for
 from tests.conftest import login_verified
 from tests.storage_app.test_api import GB, removals
 from tests.storage_app.test_services import T0

@@ -17,14 +17,11 @@ from django.contrib.auth.models import User
 from django.core import mail
 
 from sessions_app.models import Environment
+from storage_app.accounts import storage_account_for, storage_session_started
+from storage_app.fs_remove import remove_tree as _rmtree_under
 from storage_app.models import CleanupRun, RemovalRecord, StorageAccount
-from storage_app.services import (
-    RetentionOutcome,
-    _rmtree_under,
-    private_retention_sweep,
-    storage_account_for,
-    storage_session_started,
-)
+from storage_app.reports import RetentionOutcome
+from storage_app.retention import private_retention_sweep
 from suspension_app.services import suspension_impose
 from tests.storage_app.test_services import T0, files_under, home_of, put, usage
 from tests.suspension_app.conftest import make_session

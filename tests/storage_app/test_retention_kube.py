@@ -19,9 +19,11 @@ from kubernetes.client import ApiClient, CoreV1Api
 from sessions_app.spawners import get_spawner
 from sessions_app.spawners.base import SpawnRequest
 from sessions_app.spawners.kube_objects import KubeConfig, home_claim_name, make_pvc
+from storage_app.accounts import storage_account_for
 from storage_app.layout import home_path
 from storage_app.models import RemovalRecord, StorageAccount
-from storage_app.services import RetentionOutcome, private_retention_sweep, storage_account_for
+from storage_app.reports import RetentionOutcome
+from storage_app.retention import private_retention_sweep
 from tests.kube.apiserver import FakeApiServer
 from tests.storage_app.test_services import T0
 

@@ -20,15 +20,12 @@ from django.db import connection
 
 from sessions_app.models import Environment
 from sessions_app.selectors import session_active_for
-from storage_app import services
+from storage_app import retention as services
+from storage_app.accounts import storage_account_for, storage_session_started
 from storage_app.layout import home_ensure
 from storage_app.models import RemovalRecord, StorageAccount
-from storage_app.services import (
-    RetentionOutcome,
-    private_retention_sweep,
-    storage_account_for,
-    storage_session_started,
-)
+from storage_app.reports import RetentionOutcome
+from storage_app.retention import private_retention_sweep
 from tests.storage_app.test_services import T0, home_of, put
 from tests.suspension_app.conftest import make_session
 

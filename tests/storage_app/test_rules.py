@@ -14,14 +14,11 @@ import pytest
 import time_machine
 from django.contrib.auth.models import User
 
-from storage_app import services
+from storage_app import scratch as services
+from storage_app.accounts import storage_account_for
+from storage_app.lease import StorageBusy
 from storage_app.models import CleanupRun, RemovalRecord, StorageAccount, StorageLock
-from storage_app.services import (
-    StorageBusy,
-    scratch_enforce_shared,
-    scratch_enforce_user,
-    storage_account_for,
-)
+from storage_app.scratch import scratch_enforce_shared, scratch_enforce_user
 from suspension_app.models import RuleEvent, Suspension
 from tests.conftest import _make_user
 from tests.storage_app.test_services import (

@@ -15,10 +15,12 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage_app import services
+from storage_app import scratch as services
+from storage_app.accounts import storage_account_for
+from storage_app.fs_types import path_text
 from storage_app.layout import folder_name
 from storage_app.models import RemovalRecord, StorageAccount
-from storage_app.services import path_text, scratch_enforce_user, storage_account_for
+from storage_app.scratch import scratch_enforce_user
 from tests.storage_app.test_services import PAST, files_under, put, usage
 
 pytestmark = pytest.mark.django_db

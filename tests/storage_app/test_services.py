@@ -16,15 +16,12 @@ from django.contrib.auth.models import User
 
 from sessions_app.models import Environment
 from sessions_app.services import session_launch
+from storage_app.accounts import storage_account_for, storage_session_started
 from storage_app.fs_scan import scan_tree
+from storage_app.fs_types import path_text
 from storage_app.layout import home_path, scratch_path
 from storage_app.models import StorageAccount
-from storage_app.services import (
-    path_text,
-    storage_account_for,
-    storage_scan_user,
-    storage_session_started,
-)
+from storage_app.usage import storage_scan_user
 
 KB = 4096  # one block: file sizes in these tests are whole blocks, so usage is exact
 # Tests travel to T0 (after any real clock, so files written now are in its past); files dated

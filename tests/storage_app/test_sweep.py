@@ -14,9 +14,10 @@ from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import CommandError, call_command
 
-from storage_app import services, tasks
+from storage_app import sweep as services
+from storage_app import tasks
 from storage_app.models import RemovalRecord, StorageAccount, StorageLock
-from storage_app.services import storage_sweep
+from storage_app.sweep import storage_sweep
 from tests.storage_app.test_services import PAST, T0, files_under, home_of, put, scratch_of, usage
 
 pytestmark = pytest.mark.django_db

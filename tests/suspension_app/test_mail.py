@@ -50,7 +50,8 @@ def test_the_user_is_told_why_since_when_and_how_to_appeal(
     assert "suspended" in message.subject and "\n" not in message.subject
     assert "Crypto mining & port scans." in message.body
     assert "since 2030-01-02 03:04 UTC" in message.body
-    assert "appeals@example.org" in message.body
+    assert "To appeal, write to\nappeals@example.org" in message.body
+    assert "<mailto:appeals@example.org?subject=" in message.body
 
 
 @pytest.mark.django_db

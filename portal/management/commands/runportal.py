@@ -5,6 +5,11 @@ embedded broker (a redis-server on a Unix socket in var/, when CELERY_BROKER_URL
 web server, a Celery worker per queue (worker-control, worker-spawn, worker-storage: settings,
 "Celery") and beat. One that dies is restarted with back-off
 (portal/supervisor.py); the portal stops only on Ctrl+C or SIGTERM, and then stops them all.
+
+The terminal shows the banner (the address, the first sign-in, how to admit a person, where the
+logs are) and errors only: each process writes to a file of its own in ``var/log/``
+(``<name>.log``, and ``runportal.log`` for the supervisor's own lines), private like the rest of
+``var/``. A process that dies is said on the terminal too, with the end of its log.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts_app.admin_access import GRANT
+from accounts_app.policy import access_group
 from portal.private_files import (
     make_private_dir,
     set_private_umask,
@@ -36,6 +44,11 @@ from portal.supervisor import Child, Supervisor
 from sessions_app.spawners.isolation import isolation_status
 
 logger = logging.getLogger("portal.supervisor")
+
+
+def log_dir() -> Path:
+    """Where runportal and each of its processes write their logs."""
+    return Path(settings.VAR_DIR) / "log"
 
 
 def redis_server_path() -> str:
@@ -108,11 +121,16 @@ class Command(BaseCommand):
         set_private_umask()
         for path in tighten_var_dir(Path(settings.VAR_DIR)):
             self.stderr.write(f"Made {path} private (it was readable by others).")
+        logs = log_dir()
+        make_private_dir(logs)
+        self._log_to_files(logs / "runportal.log")
         isolation = self._isolation()
         call_command("migrate", interactive=False, verbosity=0)
+        # A new installation has the group from a migration; this makes the one a changed
+        # ACCESS_GROUP names, so that the admin's group filter and "Grant" find it at once.
+        access_group()
         login = self._first_account()
         address = f"{options['host']}:{options['port']}"
-        self._log_to_stderr()
         supervisor = Supervisor(self.children(options, address), cwd=settings.BASE_DIR)
         # Ctrl+C and SIGTERM only ask: the loop then stops the children in order, and a second
         # Ctrl+C cannot cut that short half-way.
@@ -122,13 +140,26 @@ class Command(BaseCommand):
 
         def banner() -> None:
             self.stdout.write(
-                self.style.SUCCESS(f"\nThe portal runs at http://{address}/\n")
-                + f"{login}\nAdmin: http://{address}/admin/   Stop with Ctrl+C.\n"
+                self.style.SUCCESS(f"\nThe portal runs at http://{address}/\n\n")
+                + f"{login}\n\n{admit_help(address)}\n\n"
                 + isolation
+                + f"Logs: {logs}/ (a file per process: web.log, worker-spawn.log, ...).\n"
+                + "Stop with Ctrl+C.\n"
             )
             self.stdout.flush()
 
-        supervisor.run(stop.is_set, on_started=banner)
+        said: list[bool] = []
+
+        def should_stop() -> bool:
+            if stop.is_set() and not said:
+                said.append(True)
+                self.stdout.write("\nStopping the portal: each process in turn...")
+            return stop.is_set()
+
+        try:
+            supervisor.run(should_stop, on_started=banner)
+        finally:
+            self.stdout.write("The portal has stopped.")
 
     def _isolation(self) -> str:
         """What isolates local sessions, said at start; refuse to start when sessions would run
@@ -204,19 +235,26 @@ class Command(BaseCommand):
             python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
         ])  # fmt: skip
-        return children
+        # Each writes its output to a file of its own: the terminal keeps the banner.
+        return {
+            name: replace(child, log=log_dir() / f"{name}.log") for name, child in children.items()
+        }
 
-    def _log_to_stderr(self) -> None:
-        # The supervisor's lines (a child died, its exit code, the back-off) go where the
-        # children's output goes, whatever LOGGING says of the root logger.
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s runportal: %(message)s")
-            )
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
+    def _log_to_files(self, path: Path) -> None:
+        """This process's log lines (the supervisor's: a child started, died, stopped) go to
+        ``path``; errors also to the terminal, whatever LOGGING says of the root logger."""
+        form = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        to_file = logging.FileHandler(path, delay=False)
+        to_file.setFormatter(form)
+        to_terminal = logging.StreamHandler(sys.stderr)
+        to_terminal.setLevel(logging.ERROR)
+        to_terminal.setFormatter(logging.Formatter("runportal: %(message)s"))
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.addHandler(to_file)
+        root.addHandler(to_terminal)
+        logger.setLevel(logging.INFO)
 
     def _first_account(self) -> str:
         """Create a staff account on a new installation and say how to log in."""
@@ -230,8 +268,18 @@ class Command(BaseCommand):
         if password_file.exists():
             password = password_file.read_text().strip()
             return (
-                f"Log in as 'admin' with password '{password}' (kept in {password_file}).\n"
+                f"Sign in as 'admin' with password '{password}' (kept in {password_file}).\n"
                 "The first sign-in sets up a second factor: scan the QR code with an "
                 "authenticator app\n(or type its key; without an app: oathtool --totp -b KEY)."
             )
-        return "Log in with your account (create one with: manage.py createsuperuser)."
+        return "Sign in with your account (create one with: manage.py createsuperuser)."
+
+
+def admit_help(address: str) -> str:
+    """How the operator lets a person in, in the admin's own words."""
+    return (
+        f"To let a person in: open the admin (http://{address}/admin/) → Users → Add user,\n"
+        "give them a username and a password, then in the list of users tick them and choose\n"
+        f'the action "{GRANT}". They sign in at http://{address}/ and set up\n'
+        "their own second factor."
+    )

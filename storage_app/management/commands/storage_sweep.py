@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from storage_app.services import StorageBusy, UnknownUser, storage_sweep
+from storage_app.lease import StorageBusy
+from storage_app.sweep import UnknownUser, storage_sweep
 
 
 class Command(BaseCommand):

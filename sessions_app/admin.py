@@ -72,6 +72,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
                 "fields": [
                     "kube_node_selector",
                     "kube_tolerations",
+                    "kube_extended_resources",
                     "kube_image_pull_secrets",
                     "kube_volumes",
                     "kube_volume_mounts",

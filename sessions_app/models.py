@@ -78,6 +78,14 @@ class Environment(models.Model):
         help_text="Taints its pods tolerate, as a JSON list of pod-spec tolerations, e.g. "
         '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].',
     )
+    kube_extended_resources = models.JSONField(
+        "extended resources",
+        default=dict,
+        blank=True,
+        help_text="Devices each server gets (limits and requests of its container), as a JSON "
+        'object of whole counts, e.g. {"nvidia.com/gpu": 1}. The capacity pool does not '
+        "count them: limit the environment's sessions with “most at once”.",
+    )
     kube_image_pull_secrets = models.JSONField(
         "image pull secrets",
         default=list,

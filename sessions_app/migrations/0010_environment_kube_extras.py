@@ -21,6 +21,16 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="environment",
+            name="kube_extended_resources",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text='Devices each server gets (limits and requests of its container), as a JSON object of whole counts, e.g. {"nvidia.com/gpu": 1}. The capacity pool does not count them: limit the environment\'s sessions with “most at once”.',
+                verbose_name="extended resources",
+            ),
+        ),
+        migrations.AddField(
+            model_name="environment",
             name="kube_image_pull_secrets",
             field=models.JSONField(
                 blank=True,

@@ -22,6 +22,8 @@ Here: start, stop, list, the homes and the routes; the polls and waits are
   session pods, resumed from call to call, that wakes only for a pod that ended.
 - **Stop**: deletes the Ingress, the Service and the Pod; 404 is done.
 - **List**: the pods that carry this portal's session labels.
+- **Log tail**: the last lines of the server container's log (the history keeps them), cut as
+  the local back-end cuts its own; "" when the pod is gone or the cluster fails to say.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from sessions_app.spawners.kube_pods import (
     pod_token,
 )
 from sessions_app.spawners.kube_readiness import KubeReadiness
+from sessions_app.spawners.processes import cut_log_tail
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +285,37 @@ class KubernetesSpawner(KubeReadiness, Spawner):
                 )
             )
         return servers
+
+    def log_tail(self, state: State, lines: int) -> str:
+        """The last ``lines`` lines of the server container's log, as the kubelet keeps it (also
+        for a failed pod, until it is deleted), cut as the local back-end cuts its own
+        (:func:`~.processes.cut_log_tail`). "" when the pod is gone or the cluster will not
+        say: asked before the stop, which must go on whatever happens here."""
+        name = pod_name(state)
+        if name is None or lines <= 0:
+            return ""
+        try:
+            text = self._call(
+                "read the server's log",
+                self.core.read_namespaced_pod_log,
+                name,
+                self.namespace,
+                container=objects.SERVER_CONTAINER,
+                tail_lines=lines,
+                # A KiB per line wanted, as the local back-end reads: the kubelet cuts the tail
+                # at this size, so a log of very long lines gives fewer.
+                limit_bytes=lines * 1024,
+                _request_timeout=self.request_timeout,
+            )
+        except ApiException as exc:
+            # 404: the pod is gone, and its log with it (a vanished pod: nothing to keep).
+            level = logging.INFO if exc.status == 404 else logging.WARNING
+            log.log(level, "kubernetes: the log of pod %s: %s", name, api_reason(exc))
+            return ""
+        except SpawnerError as exc:  # the retries ran out
+            log.warning("kubernetes: the log of pod %s: %s", name, exc)
+            return ""
+        return cut_log_tail(text, lines) if isinstance(text, str) else ""
 
     def home_kept_elsewhere(self, folder: str) -> bool:
         """Whether the user's home volume exists (the retention rule asks)."""

@@ -1,8 +1,10 @@
 """An environment's Kubernetes extras: what operators add to its pods, and whether it is right.
 
 kubespawner's most used knobs, per environment (``Environment.kube_*``, set in the admin):
-tolerations and a node selector (a GPU node pool), image pull secrets (a private registry),
-extra volumes and their mounts (read-only data shares) and extra environment variables. They
+tolerations and a node selector (a GPU node pool), extended resources (its GPUs: the device
+plugin hands a container only the devices its limits ask for), image pull secrets (a private
+registry), extra volumes and their mounts (read-only data shares) and extra environment
+variables. They
 reach :func:`~.kube_objects.make_pod` as ``SpawnRequest.backend_settings["kube"]``, and
 :func:`apply_extras` adds them to the pod the builder made.
 
@@ -11,8 +13,10 @@ spawner would send with these extras and checks it with the same schemas the bui
 use (kubernetes-validate, strict: an unknown or misspelled field is an error), for the oldest
 and newest Kubernetes versions the portal supports, then what the schemas cannot say: the pod
 must still pass the namespace's restricted Pod Security Standard (volume types), every mount
-is read-only and belongs to an extra volume, nothing hides the home, scratch or library, and
-no variable replaces one the portal sets. Each problem is filed under the field it is about.
+is read-only and belongs to an extra volume, nothing hides the home, scratch or library, no
+variable replaces one the portal sets, and extended resources are whole counts of resources
+that are really extended (the schemas take ``cpu`` or ``-1`` as readily as ``nvidia.com/gpu``).
+Each problem is filed under the field it is about.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sessions_app.spawners.names import is_dns_label, is_dns_subdomain, is_label
 FIELDS = {
     "node_selector": "kube_node_selector",
     "tolerations": "kube_tolerations",
+    "extended_resources": "kube_extended_resources",
     "image_pull_secrets": "kube_image_pull_secrets",
     "volumes": "kube_volumes",
     "volume_mounts": "kube_volume_mounts",
@@ -66,6 +71,11 @@ _LABEL_KEY = re.compile(
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 )
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+#: The most of one extended resource a session may ask for (a typo such as 10 for 1 is refused
+#: before it leaves a session pending for ever; no node has more GPUs than this).
+MAX_EXTENDED_RESOURCE = 16
+# An extended resource's name without its domain: a qualified name's name part.
+_RESOURCE_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 # The schema path's second part, for filing a schema error under its field.
 _SPEC_FIELDS = {
     "nodeSelector": "node_selector",
@@ -94,6 +104,14 @@ def apply_extras(pod: V1Pod, extras: Mapping[str, Any]) -> V1Pod:
         spec.node_selector = dict(extras["node_selector"])
     if extras.get("tolerations"):
         spec.tolerations = [V1Toleration.model_validate(item) for item in extras["tolerations"]]
+    if extras.get("extended_resources"):
+        # Requests equal to the limits, as Kubernetes requires of extended resources; the
+        # portal's own amounts win (extras_problems refuses cpu, memory and the like anyway).
+        amounts = {name: str(count) for name, count in extras["extended_resources"].items()}
+        resources = server.resources
+        assert resources is not None  # the builder sets the server's CPU and memory
+        resources.limits = {**amounts, **(resources.limits or {})}
+        resources.requests = {**amounts, **(resources.requests or {})}
     if extras.get("image_pull_secrets"):
         spec.image_pull_secrets = [
             V1LocalObjectReference(name=name) for name in extras["image_pull_secrets"]
@@ -142,6 +160,17 @@ def _shape_problems(extras: Mapping[str, Any]) -> list[tuple[str, str]]:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             found.append((key, 'Give a JSON object of strings, e.g. {"name": "value"}.'))
+    counts = extras.get("extended_resources") or {}
+    if not isinstance(counts, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in counts.items()
+    ):
+        found.append(
+            (
+                "extended_resources",
+                'Give a JSON object of whole counts, e.g. {"nvidia.com/gpu": 1}.',
+            )
+        )
     for key in ("tolerations", "volumes", "volume_mounts"):
         value = extras.get(key) or []
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
@@ -205,6 +234,8 @@ def _field_of(path: list[Any]) -> str:
         return _SPEC_FIELDS[path[1]]
     if "volumeMounts" in path:
         return "volume_mounts"
+    if "resources" in path:
+        return "extended_resources"
     return "env"
 
 
@@ -218,6 +249,23 @@ def _rule_problems(extras: Mapping[str, Any]) -> list[tuple[str, str]]:
             found.append(("node_selector", f"{key!r} is not a label key."))
         if not is_label_value(value):
             found.append(("node_selector", f"{value!r} is not a label value."))
+    for name, count in (extras.get("extended_resources") or {}).items():
+        if not is_extended_resource(name):
+            found.append(
+                (
+                    "extended_resources",
+                    f"{name!r} is not an extended resource: give a device plugin's "
+                    "<domain>/<name>, e.g. nvidia.com/gpu (not cpu, memory, hugepages-* or "
+                    "a kubernetes.io name).",
+                )
+            )
+        if not 1 <= count <= MAX_EXTENDED_RESOURCE:
+            found.append(
+                (
+                    "extended_resources",
+                    f"{name}: give a whole count from 1 to {MAX_EXTENDED_RESOURCE}, not {count}.",
+                )
+            )
     for name in extras.get("image_pull_secrets") or []:
         if not is_dns_subdomain(name):
             found.append(("image_pull_secrets", f"{name!r} is not a Secret name."))
@@ -271,6 +319,26 @@ def _rule_problems(extras: Mapping[str, Any]) -> list[tuple[str, str]]:
         elif variable in portal_set:
             found.append(("env", f"{variable} is set by the portal and cannot be replaced."))
     return found
+
+
+def is_extended_resource(name: str) -> bool:
+    """A name Kubernetes takes as an extended resource (``IsExtendedResourceName``).
+
+    ``<DNS subdomain>/<name>``: an unprefixed name (``cpu``, ``memory``,
+    ``ephemeral-storage``, ``hugepages-2Mi``…) or one in the ``kubernetes.io`` namespace is a
+    native resource, which the portal sets itself or a device plugin may not advertise.
+    """
+    domain, slash, resource = name.partition("/")
+    return (
+        bool(slash)
+        # Kubernetes checks "requests." + name too (the quota's name for it): 9 more characters.
+        and len(domain) <= 253 - len("requests.")
+        and is_dns_subdomain(domain)
+        and not domain.endswith("kubernetes.io")  # Kubernetes: "kubernetes.io/" in the name
+        and not domain.startswith("requests.")
+        and len(resource) <= 63
+        and bool(_RESOURCE_NAME.fullmatch(resource))
+    )
 
 
 def _portal_env() -> list[V1EnvVar]:

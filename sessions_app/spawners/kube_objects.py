@@ -90,6 +90,8 @@ SESSION_SELECTOR = {
 NETWORK_POLICY_NAME = "jupyter-sessions"
 #: What the forward-auth answer hands the ingress for the request to the server.
 AUTH_RESPONSE_HEADERS = "Authorization, Cookie"
+# The session pod's container that runs Jupyter (its log is the session's server log).
+SERVER_CONTAINER = "notebook"
 SERVER_PORT = 8888
 PORT_NAME = "http"
 HOME = "/home/jovyan"
@@ -313,7 +315,7 @@ def make_pod(config: KubeConfig, request: SpawnRequest, token: str) -> V1Pod:
         )
         init_containers = [_library_init_container(config)]
     server = V1Container(
-        name="notebook",
+        name=SERVER_CONTAINER,
         image=image,
         # Arguments only: the image's entrypoint (tini and the Jupyter images' start.sh) stays
         # PID 1, reaps the kernels' zombies and runs the image's start-up hooks.

@@ -181,6 +181,15 @@ def log_tail(path: str, lines: int = 5, max_bytes: int = 4096) -> str:
             text = log.read().decode(errors="replace")
     except OSError:
         return ""
+    return cut_log_tail(text, lines)
+
+
+def cut_log_tail(text: str, lines: int) -> str:
+    """The last ``lines`` non-blank lines of ``text`` (a server's log, however read: a file
+    here, the cluster's pod log for Kubernetes) cut as :func:`log_tail` says, so that every
+    back-end hands the history the same shape."""
+    if lines <= 0:
+        return ""
     tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return "\n".join(_LOCAL.sub(_unlocal, line)[:_LINE_MAX] for line in tail)
 

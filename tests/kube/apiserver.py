@@ -33,11 +33,17 @@ What the fake does, as a kube-apiserver would (for the resources in ``RESOURCES`
   as the object; a Status there would break it), a ``Status`` for the rest; 404 ``NotFound``;
   it is immediate (no grace period, finalizers ignored), and the objects the deleted one owns
   (``ownerReferences``) go with it, as the garbage collector's background propagation does;
-- delete-collection answers the list of deleted objects, as the real API does.
+- delete-collection answers the list of deleted objects, as the real API does;
+- a pod's log (GET pods/<name>/log, ``text/plain``): what the node's kubelet (``attach_kubelet``)
+  holds for the container, its last ``tailLines`` lines, then its first ``limitBytes`` bytes, as
+  kubelet cuts them; the container named or the pod's only one (400 otherwise, or for a name the
+  pod lacks); empty for a pod on no node yet, 400 "waiting to start" for a container that never
+  started; 404 for an unknown pod.
 
 Not done: API discovery beyond kmock's, server-side apply, ``dryRun``, paging, bookmarks,
-cluster-scoped resources, quantities and most defaulting and validation (see
-``kubernetes-validate`` for schemas).
+the logs' ``follow``, ``previous``, ``sinceSeconds`` and ``timestamps``, cluster-scoped
+resources, quantities and most defaulting and validation (see ``kubernetes-validate`` for
+schemas).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import aiohttp.web
 import attrs
@@ -65,6 +71,16 @@ DEFAULT_NAMESPACE = "jupyter-sessions"
 
 Obj = dict[str, Any]
 T = TypeVar("T")
+
+
+class LogSource(Protocol):
+    """What keeps a node's container logs (the test's :class:`~tests.kube.kubelet.Kubelet`)."""
+
+    node: str
+
+    def container_log(self, pod_uid: str, container: str) -> str:
+        """All the container has printed so far ("" if nothing)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -549,6 +565,8 @@ class _Emulator(kmock.KubernetesScaffold):
     compacted: int = attrs.field(default=0, init=False)  # changes up to it are forgotten
     watchers: set[asyncio.Queue[_Change | None]] = attrs.field(factory=set, init=False)
     ip_counter: int = attrs.field(default=0, init=False)
+    # The kubelets that keep the containers' logs, by node name.
+    log_sources: dict[str, LogSource] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -559,7 +577,7 @@ class _Emulator(kmock.KubernetesScaffold):
                 namespaced=True,
                 verbs=set("create delete deletecollection get list patch update watch".split()),
                 subresources=({"status"} if kind.has_status else set())
-                | ({"binding"} if kind.plural == "pods" else set()),
+                | ({"binding", "log"} if kind.plural == "pods" else set()),
             )
         # The scaffold's discovery, also at the paths with a trailing slash that the client asks.
         self.fallback["get", re.compile(r"/version/")] << self._serve_server_version
@@ -571,6 +589,10 @@ class _Emulator(kmock.KubernetesScaffold):
         # Same priority as the discovery fallbacks, which match other paths; tried in this
         # order, so a named DELETE is taken before the collection's.
         self.fallback[kmock.action.LIST] << self._serve_list
+        # Before FETCH, which would take a pod's log for an unknown subresource.
+        self.fallback["get", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log")] << (
+            self._serve_log
+        )
         self.fallback[kmock.action.WATCH] << self._serve_watch
         self.fallback[kmock.action.FETCH] << self._serve_fetch
         self.fallback[kmock.action.CREATE] << 201 << self._serve_create
@@ -779,6 +801,51 @@ class _Emulator(kmock.KubernetesScaffold):
         if request.subresource and not kind.has_status:
             raise _error(404, "the server could not find the requested resource")
         return self._existing(kind, request.namespace, request.name)
+
+    async def _serve_log(self, request: kmock.Request) -> kmock.Payload:
+        """A container's log, as the API server relays it from the pod's node (see the module's
+        docstring for what is checked and in which order)."""
+        kind = self._kind(request, named=True, subresources=["log"])
+        pod = self._existing(kind, request.namespace, request.name)
+        tail = _int_param(request.params, "tailLines", minimum=0)
+        limit = _int_param(request.params, "limitBytes", minimum=1)
+        spec, status = pod.get("spec") or {}, pod.get("status") or {}
+        containers = [c["name"] for c in spec.get("containers") or []]
+        init = [c["name"] for c in spec.get("initContainers") or []]
+        container = request.params.get("container") or ""
+        if not container:
+            if len(containers) != 1:
+                also = f" or one of the init containers: [{' '.join(init)}]" if init else ""
+                raise _error(
+                    400,
+                    f"a container name must be specified for pod {request.name}, choose one "
+                    f"of: [{' '.join(containers)}]{also}",
+                )
+            container = containers[0]
+        elif container not in containers + init:
+            raise _error(400, f"container {container} is not valid for pod {request.name}")
+        node = spec.get("nodeName")
+        if not node:
+            return _plain_text(b"")  # no node yet: the API server has nowhere to ask
+        statuses = [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]
+        found: Obj = next((s for s in statuses if s.get("name") == container), {})
+        state, last = found.get("state") or {}, found.get("lastState") or {}
+        if not (state.get("running") or state.get("terminated") or last.get("terminated")):
+            reason = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
+            raise _error(
+                400,
+                f'container "{container}" in pod "{request.name}" is waiting to start: {reason}',
+            )
+        source = self.log_sources.get(node)
+        text = source.container_log(pod["metadata"]["uid"], container) if source else ""
+        lines = text.splitlines(keepends=True)
+        if tail is not None:
+            lines = lines[len(lines) - tail :] if tail else []
+        data = "".join(lines).encode()
+        return _plain_text(data[:limit] if limit is not None else data)
 
     async def _serve_create(self, request: kmock.Request) -> kmock.Payload:
         kind = self._kind(request, named=False)
@@ -1031,6 +1098,25 @@ class _Emulator(kmock.KubernetesScaffold):
             queue.put_nowait(None)
 
 
+def _int_param(params: Mapping[str, str], name: str, *, minimum: int) -> int | None:
+    """A whole-number query parameter, or None if absent; 400 unreadable, 422 too small."""
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise _error(400, f"{name}: Invalid value: {raw!r}") from exc
+    if value < minimum:
+        relation = "greater than 0" if minimum == 1 else f"greater than or equal to {minimum}"
+        raise _error(422, f"{name}: Invalid value: {value}: must be {relation}")
+    return value
+
+
+def _plain_text(data: bytes) -> kmock.Response:
+    return kmock.Response(payload=data, headers={"Content-Type": "text/plain"})
+
+
 # --- the server --------------------------------------------------------------------------------
 
 
@@ -1213,6 +1299,14 @@ class FakeApiServer:
         with self._shared.lock:
             self._shared.faults.append(fault)
 
+    def attach_kubelet(self, kubelet: LogSource) -> None:
+        """Serve the logs of the containers on ``kubelet.node`` from ``kubelet``."""
+
+        def attach(emulator: _Emulator) -> None:
+            emulator.log_sources[kubelet.node] = kubelet
+
+        self._call(attach)
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request seen so far, oldest first: (method, path, query)."""
@@ -1284,6 +1378,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "RESOURCES",
     "FakeApiServer",
+    "LogSource",
     "RecordedRequest",
     "ResourceKind",
     "Selector",

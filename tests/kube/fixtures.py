@@ -35,8 +35,10 @@ def kubeconfig(kube_server: FakeApiServer, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def kubelet(kube_server: FakeApiServer) -> Iterator[Kubelet]:
-    """The scheduler and kubelet of namespace ``jupyter-sessions`` on ``kube_server``."""
+    """The scheduler and kubelet of namespace ``jupyter-sessions`` on ``kube_server``, which
+    serves the pod logs it keeps."""
     node = Kubelet(kube_server.api_client(), DEFAULT_NAMESPACE)
+    kube_server.attach_kubelet(node)
     try:
         yield node
     finally:

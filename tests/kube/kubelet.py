@@ -8,6 +8,10 @@ their reasons and messages (kube-scheduler's and kubelet's wording as of Kuberne
     kubelet.run("p")             # Pulled, Created, Started; Running and Ready
 
 ``auto()`` does that for every pod that appears, in a thread that watches the pods.
+
+The kubelet also keeps what the containers print (``write_log``); the fake API server serves it
+at pods/<name>/log once the kubelet is attached to it (``FakeApiServer.attach_kubelet``, which
+the ``kubelet`` fixture does).
 """
 
 from __future__ import annotations
@@ -70,6 +74,10 @@ class Kubelet:
         self._auto_stop = threading.Event()
         self._auto_thread: threading.Thread | None = None
         self._watch: watch.Watch | None = None
+        # What each container printed, by (pod uid, container): a pod made again under the same
+        # name starts with an empty log, as on a node. Read from the API server's thread.
+        self._logs: dict[tuple[str, str], str] = {}
+        self._logs_lock = threading.Lock()
 
     # --- the scheduler ---
 
@@ -228,6 +236,21 @@ class Kubelet:
         pod = self._read(name)
         self._event(pod, "Normal", "DeadlineExceeded", DEADLINE_MESSAGE)
         self._finish(pod, 137, reason="DeadlineExceeded", message=DEADLINE_MESSAGE)
+
+    # --- the containers' logs ---
+
+    def write_log(self, name: str, *lines: str, container: str | None = None) -> None:
+        """The container (the pod's first unless named) prints ``lines``, one after the other."""
+        pod = self._read(name)
+        container = container or self._containers(pod)[0]["name"]
+        key = (pod["metadata"]["uid"], container)
+        with self._logs_lock:
+            self._logs[key] = self._logs.get(key, "") + "".join(f"{line}\n" for line in lines)
+
+    def container_log(self, pod_uid: str, container: str) -> str:
+        """All a container printed so far (the API server asks, as it asks a node's kubelet)."""
+        with self._logs_lock:
+            return self._logs.get((pod_uid, container), "")
 
     # --- a healthy node for every pod ---
 

@@ -222,7 +222,14 @@ class Bench:
             if not terms["accepted"]:
                 accept = client.post(self.api("terms/accept/"), json={"version": terms["version"]})
                 accept.raise_for_status()
-        environment = first.get(self.api("environments/"), timeout=10).json()[0]
+        listing = first.get(self.api("environments/"), timeout=10)
+        if listing.status_code != 200:
+            web_log = self.var / "log" / "web.log"
+            tail = web_log.read_text(errors="replace")[-3000:] if web_log.exists() else ""
+            raise RuntimeError(
+                f"GET environments/: {listing.status_code} {listing.text[:300]}\n{tail}"
+            )
+        environment = listing.json()[0]
         self.environment = environment["slug"]
         self.memory_mb, self.cpus = environment["memory_mb"], environment["cpus"]
         threading.Thread(target=self.sample_rss, daemon=True).start()

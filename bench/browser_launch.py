@@ -21,7 +21,6 @@ Usage: ``.venv/bin/python bench/browser_launch.py [--rounds 3] [--port N]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -34,7 +33,15 @@ from typing import Any
 # isort: split
 # bench/ is on sys.path (the script's folder): the shared helpers and the launch benchmark's
 # portal, whose set-up this one reuses.
-from common import add_output_arguments, command_line, manage, publish, spread, stop_on_signals
+from common import (
+    add_output_arguments,
+    command_line,
+    manage,
+    print_portal_logs,
+    publish,
+    spread,
+    stop_on_signals,
+)
 from launch import POLL, Bench
 from launch_report import machine
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
@@ -210,9 +217,7 @@ def main() -> None:
         bench.sign_in()
         results = bench.measure(args.rounds)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tail = (bench.var / "runportal.log").read_text()[-4000:]
-            print(f"--- the end of runportal's log ---\n{tail}", file=sys.stderr)
+        print_portal_logs(bench.var)
         raise
     finally:
         bench.cleanup()

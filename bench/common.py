@@ -57,6 +57,16 @@ def postgresql_version(url: str) -> str:
 # --- Processes --------------------------------------------------------------------------------
 
 
+def print_portal_logs(var: Path, names: Sequence[str] = ("runportal", "log/web")) -> None:
+    """The end of a benchmark portal's logs on stderr, for a run that failed: runportal's own
+    (its terminal: the banner and the supervisor's errors) and the web's (``var/log/``, where
+    a request's traceback goes)."""
+    for name in names:
+        with contextlib.suppress(OSError):
+            tail = (var / f"{name}.log").read_text(errors="replace")[-4000:]
+            print(f"--- the end of {name}.log ---\n{tail}", file=sys.stderr)
+
+
 def stop_on_signals() -> None:
     """Clean up on SIGTERM as on Ctrl+C (exit status 143), and on SIGINT also when started in
     the background (where the shell leaves it ignored)."""

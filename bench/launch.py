@@ -55,6 +55,7 @@ from common import (
     free_port,
     kill_group,
     manage,
+    print_portal_logs,
     publish,
     start,
     stop_on_signals,
@@ -224,11 +225,7 @@ class Bench:
                 accept.raise_for_status()
         listing = first.get(self.api("environments/"), timeout=10)
         if listing.status_code != 200:
-            web_log = self.var / "log" / "web.log"
-            tail = web_log.read_text(errors="replace")[-3000:] if web_log.exists() else ""
-            raise RuntimeError(
-                f"GET environments/: {listing.status_code} {listing.text[:300]}\n{tail}"
-            )
+            raise RuntimeError(f"GET environments/: {listing.status_code} {listing.text[:300]}")
         environment = listing.json()[0]
         self.environment = environment["slug"]
         self.memory_mb, self.cpus = environment["memory_mb"], environment["cpus"]
@@ -506,9 +503,7 @@ def main() -> None:
         bench.setup()
         results = bench.run()
     except BaseException:
-        with contextlib.suppress(OSError):
-            tail = (bench.var / "runportal.log").read_text()[-4000:]
-            print(f"--- the end of runportal's log ---\n{tail}", file=sys.stderr)
+        print_portal_logs(bench.var)
         raise
     finally:
         bench.cleanup()

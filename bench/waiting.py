@@ -51,6 +51,7 @@ from common import (
     machine_basics,
     manage,
     postgresql_version,
+    print_portal_logs,
     publish,
     start,
     stop_on_signals,
@@ -462,9 +463,7 @@ def main() -> None:
         bench.setup()
         bench.run()
     except BaseException:
-        with contextlib.suppress(OSError):
-            tail = (bench.var / "runportal.log").read_text()[-4000:]
-            print(f"--- the end of runportal's log ---\n{tail}", file=sys.stderr)
+        print_portal_logs(bench.var)
         raise
     finally:
         bench.cleanup()
